@@ -1,0 +1,1 @@
+"""INT8 calibration data and explicit Q/DQ quantization (installed as ``aunet.calibration``)."""

@@ -1,0 +1,1 @@
+"""Deployment artifacts (installed as ``aunet.export``): ONNX, FP16/INT8 variants, TensorRT engines, verification."""

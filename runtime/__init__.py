@@ -1,0 +1,1 @@
+"""Torch-free inference runtime for edge boxes (installed as ``aunet.runtime``)."""
