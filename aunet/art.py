@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -86,6 +85,18 @@ def au_importance(e: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return num / den
 
 
+class AUImportance(nn.Module):
+    """au_importance as a module, so that its exported nodes carry a stable name scope (``.../importance/...``):
+    precision tools keep this normalization in float32 by that name."""
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return au_importance(e, self.eps)
+
+
 class TokenEncoderLayer(nn.Module):
     """Post-norm transformer encoder layer (Eq. 6): x' = LN(x + MSA(x)), x_o = LN(x' + FFN(x')).
 
@@ -151,10 +162,10 @@ class ARTEncoder(nn.Module):
         eps: float = 1e-6,
     ):
         super().__init__()
-        self.eps = eps
         # AU-specific branch
         self.attention = AttentionModule(channels, att_channels, num_aus)
         self.au_embed = AUEmbedding(channels, au_embedding)
+        self.importance = AUImportance(eps)
         # AU-agnostic branch
         self.tokens = TokenBranch(channels, dim, num_patches, num_heads, mlp_ratio)
         self.proj_out = nn.Conv2d(dim, channels, 1)
@@ -166,7 +177,7 @@ class ARTEncoder(nn.Module):
         b, _, h, w = f.shape
         m_au = self.attention(f)
         e = self.au_embed(f, m_au)  # [B, K, C]
-        imp = au_importance(e, self.eps)  # [B, K]
+        imp = self.importance(e)  # [B, K], Eqs. 3-4
         m_i = (imp[:, :, None, None] * m_au).amax(dim=1, keepdim=True)  # Eq. 5
         f_s = m_i * f
         tokens = self.tokens(f)
@@ -193,6 +204,7 @@ def init_weights(module: nn.Module) -> None:
 __all__ = [
     "ARTEncoder",
     "AUEmbedding",
+    "AUImportance",
     "AttentionModule",
     "TokenBranch",
     "TokenEncoderLayer",

@@ -19,3 +19,10 @@ def small_model(torch):
 
     torch.manual_seed(0)
     return aunet.build_model("small")
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """A real face (RGB uint8, 512x512) shipped by scikit-image."""
+    data = pytest.importorskip("skimage.data")
+    return data.astronaut()
