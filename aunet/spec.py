@@ -24,12 +24,16 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class CropSpec:
-    """How a face crop is cut from a frame: a square around the detector's face box, enlarged by ``margin``
-    (a fraction of the box side added on each side), clipped to the frame and resized to the input size."""
+    """How a face crop is cut from a frame (aunet.crop implements it; training and the runtime share it).
 
-    margin: float = 0.3
+    The crop is the square of side max(w, h) * (1 + 2 * margin) centred on the detector's face box; parts
+    outside the frame are black (zero padding, so the face keeps its place and scale at frame edges); it is
+    resized to the model's input size with INTER_AREA when shrinking and INTER_LINEAR when enlarging.
+    """
+
+    margin: float = 0.15  # of the box side, on each side: the crop side is 1.3x the face box
     square: bool = True
-    interpolation: str = "area"  # OpenCV resize interpolation used when shrinking
+    pad_value: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,22 @@ class ModelSpec:
     def patch_grid(self) -> tuple[int, int]:
         g = self.config.grid
         return (g, g)
+
+    @property
+    def num_patches(self) -> int:
+        return self.config.num_patches
+
+    @property
+    def precision(self) -> str:
+        """Numeric precision of the artifact this spec travels with: "fp32" (export), "fp16" or "int8"."""
+        return str(self.provenance.get("precision", "fp32"))
+
+    def output_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return {"cls_logits": (batch, 2), "patch_logits": (batch, self.num_patches, 2), "score": (batch,)}
+
+    def with_provenance(self, **entries: Any) -> "ModelSpec":
+        """A copy whose provenance has ``entries`` added (e.g. the precision of a derived ONNX)."""
+        return dataclasses.replace(self, provenance={**self.provenance, **entries})
 
     @property
     def score_fusion(self) -> dict[str, Any]:

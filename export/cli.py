@@ -1,0 +1,348 @@
+"""`aunet-export`: deployable artifacts from a training checkpoint, each verified against PyTorch.
+
+\b
+    aunet-export onnx   --ckpt RUN/best.pt --out model.onnx     model.onnx + model.ref.npz + model.verify.json
+    aunet-export trt    --onnx model.onnx --fp16                model.fp16.onnx, then model.fp16.plan (+ .json)
+    aunet-export verify --model model.{onnx,plan}               re-run verification anywhere, without torch
+    aunet-export triton --model model.fp16.plan --out repo/     a Triton model repository
+    aunet-export detector --weights RetinaFace.pth --out detector.onnx
+
+Exit codes: 0 ok; 1 a verification threshold failed, the backend crashed, or an export step failed;
+2 bad input (missing or corrupt checkpoint, a checkpoint or ONNX of another model, unwritable output);
+3 a missing optional dependency or hardware (no TensorRT, no GPU, no ModelOpt, no calibration module).
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aunet.spec import SpecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
+console = Console(width=120)
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
+PRECISION_TAGS = ("fp32", "fp16", "int8")
+
+
+class UsageError(ValueError):
+    """Bad command-line input found by the CLI itself."""
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """One clear line on stderr; raise the returned Exit."""
+    typer.echo(f"aunet-export: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def handled_errors() -> Iterator[None]:
+    """Expected failures -> one line and a documented exit code, never a traceback."""
+    from aunet.runtime.backends import BackendError, BackendUnavailable
+
+    from .detector import DetectorUnavailable
+    from .onnx_export import ExportError
+    from .precision import CalibrationInputError, PrecisionUnavailable
+    from .reference import ReferenceError
+
+    try:
+        yield
+    except (BackendUnavailable, PrecisionUnavailable, DetectorUnavailable) as exc:
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    except (SpecError, ReferenceError, BackendError, UsageError, CalibrationInputError) as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    except ExportError as exc:
+        raise fail(str(exc), EXIT_CHECK_FAILED) from None
+    except OSError as exc:  # unwritable folder, full disk, missing file
+        where = f" {exc.filename}" if exc.filename else ""
+        raise fail(f"cannot access{where}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+    except Exception as exc:  # CheckpointError lives with torch: matched by name to keep this import light
+        if type(exc).__name__ in ("CheckpointError", "CacheError"):
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        raise
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work when ``path`` cannot be written (the artifact is written atomically later)."""
+    if path.is_dir():
+        raise UsageError(f"output {path} is a folder, expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def base_stem(model_path: Path) -> str:
+    """``model.fp16.onnx`` / ``model.int8.plan`` -> ``model``."""
+    stem = model_path.name[: -len(model_path.suffix)] if model_path.suffix else model_path.name
+    for tag in PRECISION_TAGS:
+        if stem.endswith(f".{tag}"):
+            return stem[: -len(tag) - 1]
+    return stem
+
+
+def default_ref_path(model_path: Path) -> Path:
+    return model_path.with_name(f"{base_stem(model_path)}.ref.npz")
+
+
+def report_path(model_path: Path) -> Path:
+    return model_path.with_name(f"{model_path.name}.verify.json")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 or value == 0 else f"{value:.4f}"
+    return str(value)
+
+
+def print_report(report: dict[str, Any], title: str) -> None:
+    if "error" in report or "crash" in report:
+        console.print(f"[red]{title}: {report.get('crash') or report.get('error')}[/]")
+        return
+    table = Table(title=f"{title}: {report['backend']} ({report['precision']}) vs PyTorch, "
+                        f"{report['samples']} samples ({report['reference_source']})")
+    for col in ("batch", "output", "max abs", "mean abs", "min cosine"):
+        table.add_column(col, justify="right" if col != "output" else "left")
+    for batch, metrics in report["batches"].items():
+        for name in ("cls_logits", "patch_logits", "score", "fake_prob", "patch_prob"):
+            m = metrics[name]
+            table.add_row(batch, name, _fmt(m["max_abs"]), _fmt(m["mean_abs"]), _fmt(m["cosine"]))
+        table.add_row(batch, "top-1 / decision agreement",
+                      f"{metrics['top1']['agreement']:.1%}", f"{metrics['decision']['agreement']:.1%}", "",
+                      end_section=True)
+    console.print(table)
+    checks = Table(title="checks")
+    for col in ("batch", "check", "value", "limit", "result"):
+        checks.add_column(col)
+    for c in report["checks"]:
+        result = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}[c["passed"]]
+        checks.add_row(c["batch"], c["check"], _fmt(c["value"]), c["limit"], result)
+    console.print(checks)
+    latency = ", ".join(f"batch {b}: {ms:.1f} ms" for b, ms in report["latency_ms_per_image"].items())
+    console.print(f"latency per image ({report['backend']}): {latency}")
+
+
+def run_verification(model: Path, ref: Path, *, device: str = "auto", precision: Optional[str] = None,
+                     optimization: Optional[str] = None, isolate: bool = True,
+                     report: Optional[Path] = None, title: str = "verify") -> dict[str, Any]:
+    """Verify, print the tables, write the JSON report; a usage error in the child is re-raised here."""
+    from aunet.runtime.backends import BackendUnavailable
+
+    from .verify import verify_isolated, verify_model, write_report
+
+    with console.status(f"verifying {model.name} against {ref.name} ..."):
+        if isolate:
+            result = verify_isolated(model, ref, device=device, precision=precision, optimization=optimization)
+        else:
+            result = verify_model(model, ref, device=device, precision=precision, optimization=optimization)
+    if "error" in result:
+        if result.get("error_kind") == "unavailable":
+            raise BackendUnavailable(result["error"])
+        raise UsageError(result["error"])
+    print_report(result, title)
+    out = write_report(result, report or report_path(model))
+    verdict = "[green]passed[/]" if result["passed"] else "[red]FAILED[/]"
+    console.print(f"{model.name}: verification {verdict} (report: {out})")
+    return result
+
+
+@app.command()
+def onnx(
+    ckpt: Path = typer.Option(..., help="Training checkpoint (RUN/best.pt)."),
+    out: Path = typer.Option(Path("model.onnx"), help="ONNX to write; model.ref.npz and the report go beside it."),
+    data: Optional[Path] = typer.Option(None, help="Face cache (aunet-prep) or folder of face crops for the "
+                                                   "reference bundle; synthetic inputs without it."),
+    opset: int = typer.Option(17, help="ONNX opset (>= 17: LayerNormalization)."),
+    ref_samples: int = typer.Option(8, min=2, help="Inputs in the reference bundle."),
+    config: Optional[str] = typer.Option(None, help="Refuse a checkpoint not made with this named config."),
+    simplify: bool = typer.Option(True, help="Simplify the graph with onnxslim."),
+    verify: bool = typer.Option(True, help="Verify ONNX Runtime against PyTorch after the export."),
+) -> None:
+    """Export a checkpoint to ONNX, write the reference bundle, verify ONNX Runtime against PyTorch."""
+    with handled_errors():
+        if opset < 17:
+            raise UsageError(f"--opset {opset}: 17 or later is needed (LayerNormalization)")
+        if data is not None and not data.is_dir():
+            raise UsageError(f"--data {data} is not a face cache or a folder of face crops")
+        check_writable(out)
+        ref_path = default_ref_path(out)
+        check_writable(ref_path)
+        from aunet.checkpoint import load_model
+        from aunet.config import ModelConfig
+
+        from .onnx_export import export_onnx, spec_for_model
+        from .reference import make_reference
+
+        with console.status(f"loading {ckpt} ..."):
+            model = load_model(ckpt, expect=ModelConfig.named(config) if config else None)
+        spec = spec_for_model(model, checkpoint=ckpt)
+        with console.status(f"exporting {model.cfg.name} ({model.cfg.img_size}px) to ONNX opset {opset} ..."):
+            export_onnx(model, out, spec=spec, opset=opset, simplify=simplify)
+        console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {opset}, dynamic batch, spec in metadata)")
+        with console.status("running PyTorch on the reference inputs ..."):
+            make_reference(model, spec, ref_path, samples=ref_samples, data=data)
+        console.print(f"wrote {ref_path} ({ref_samples if data is None else 'up to ' + str(ref_samples)} samples)")
+        if verify:
+            result = run_verification(out, ref_path, device="cpu", title="ONNX Runtime")
+            if not result["passed"]:
+                raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+def trt(
+    onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX from `aunet-export onnx`."),
+    fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 (ModelOpt AutoCast), FP32 I/O."),
+    int8: bool = typer.Option(False, "--int8", help="INT8 with explicit Q/DQ from calibration (needs --calib)."),
+    calib: Optional[Path] = typer.Option(None, help="Calibration set (calib.npz + calib.json) or face cache for --int8."),
+    max_batch: int = typer.Option(32, min=1, help="Largest batch of the optimization profile."),
+    opt_batch: Optional[int] = typer.Option(None, min=1, help="Batch TensorRT tunes for (default min(8, max))."),
+    workspace: float = typer.Option(4.0, min=0.25, help="Builder workspace limit in GB."),
+    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache to reuse and update "
+                                                           "(default: <model>.timing.cache beside the ONNX)."),
+    out: Optional[Path] = typer.Option(None, help="Engine to write (default: <model>.<precision>.plan)."),
+    ref: Optional[Path] = typer.Option(None, help="Reference bundle (default: <model>.ref.npz beside the ONNX)."),
+    verify: bool = typer.Option(True, help="Verify the precision ONNX (ONNX Runtime) and the engine."),
+) -> None:
+    """Write the FP16/INT8 ONNX (any machine), then build and verify a TensorRT engine (GPU + TensorRT)."""
+    with handled_errors():
+        if fp16 == int8:
+            raise UsageError("choose exactly one of --fp16 and --int8")
+        precision = "fp16" if fp16 else "int8"
+        from aunet.runtime.backends import read_spec
+
+        from .precision import make_fp16_onnx, make_int8_onnx, precision_path
+
+        spec = read_spec(onnx_path)  # refuses a file that is not an aunet export
+        ref = ref or default_ref_path(onnx_path)
+        plan = out or onnx_path.with_name(f"{base_stem(onnx_path)}.{precision}.plan")
+        check_writable(plan)
+        if spec.precision == precision:
+            precise = onnx_path
+        elif spec.precision != "fp32":
+            raise UsageError(f"{onnx_path} is {spec.precision}: pass the FP32 export")
+        else:
+            precise = precision_path(onnx_path, precision)
+            check_writable(precise)
+            with console.status(f"writing {precise.name} ..."):
+                if fp16:
+                    make_fp16_onnx(onnx_path, precise)
+                else:
+                    make_int8_onnx(onnx_path, calib, precise)
+            console.print(f"wrote {precise}")
+        if verify and ref.is_file():  # ONNX Runtime on this box, in a child process (see runtime.backends)
+            if not run_verification(precise, ref, title=f"{precision.upper()} ONNX on ONNX Runtime")["passed"]:
+                raise fail(f"{precise.name} failed its verification against {ref.name}: no engine built from it",
+                           EXIT_CHECK_FAILED)
+        elif verify:
+            console.print(f"[yellow]no reference bundle {ref}: {precise.name} not verified[/]")
+
+        from .tensorrt_build import build_engine, tensorrt_status
+
+        tensorrt_status()  # no TensorRT or no GPU: one line, exit 3, the precision ONNX stays
+        cache = timing_cache or onnx_path.with_name(f"{base_stem(onnx_path)}.timing.cache")
+        with console.status(f"building the TensorRT engine (batch 1..{max_batch}) ..."):
+            sidecar = build_engine(precise, plan, max_batch=max_batch, opt_batch=opt_batch, workspace_gb=workspace,
+                                   timing_cache=cache)
+        console.print(f"wrote {plan} and {plan.name}.json: TensorRT {sidecar['tensorrt']}, {sidecar['gpu']['name']} "
+                      f"(compute {sidecar['gpu']['compute_capability']}), {precision}")
+        if verify and ref.is_file() and not run_verification(plan, ref, title="TensorRT engine")["passed"]:
+            raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command("verify")
+def verify_cmd(
+    model: Path = typer.Option(..., help="model.onnx, model.fp16.onnx or model.*.plan."),
+    ref: Optional[Path] = typer.Option(None, help="Reference bundle (default: <model>.ref.npz beside it)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or tensorrt (ONNX Runtime providers)."),
+    precision: Optional[str] = typer.Option(None, help="Thresholds to apply (default: the model's precision)."),
+    optimization: Optional[str] = typer.Option(None, help="ONNX Runtime graph optimization: disable, basic, "
+                                                          "extended, all (default: safe for the precision)."),
+    report: Optional[Path] = typer.Option(None, help="JSON report (default: <model>.verify.json)."),
+    isolate: bool = typer.Option(True, help="Run the backend in a child process (a crash becomes a failed check)."),
+) -> None:
+    """Verify an ONNX or engine against its PyTorch reference bundle (torch-free)."""
+    with handled_errors():
+        ref = ref or default_ref_path(model)
+        if not model.is_file():
+            raise UsageError(f"model not found: {model}")
+        if report:
+            check_writable(report)
+        result = run_verification(model, ref, device=device, precision=precision, optimization=optimization,
+                                  isolate=isolate, report=report)
+        if not result["passed"]:
+            raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+def triton(
+    model: Path = typer.Option(..., help="model.onnx / model.fp16.onnx or an engine (.plan with its sidecar)."),
+    out: Path = typer.Option(Path("model_repository"), help="Model repository folder."),
+    name: str = typer.Option("aunet", help="Model name in the repository."),
+    max_batch: Optional[int] = typer.Option(None, min=1,
+                                            help="max_batch_size (default: the engine's profile max, 32 for ONNX)."),
+    queue_delay_us: int = typer.Option(500, min=0, help="Dynamic batching: max queue delay in microseconds."),
+) -> None:
+    """Write a Triton Inference Server model repository (config.pbtxt and the model in <name>/1/)."""
+    with handled_errors():
+        from .triton import write_repository
+
+        if not model.is_file():
+            raise UsageError(f"model not found: {model}")
+        try:
+            config = write_repository(model, out, name=name, max_batch=max_batch, queue_delay_us=queue_delay_us)
+        except ValueError as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise UsageError(str(exc)) from None
+        console.print(f"wrote {config} and {config.parent / '1'}/")
+
+
+@app.command()
+def detector(
+    weights: Path = typer.Option(..., help="RetinaFace weights (Pytorch_Retinaface's mobilenet0.25_Final.pth or "
+                                           "Resnet50_Final.pth)."),
+    out: Path = typer.Option(Path("detector.onnx"), help="ONNX to write."),
+    size: int = typer.Option(640, min=32, help="Fixed square input size (frames are letterboxed to it)."),
+    trt_engine: bool = typer.Option(False, "--trt", help="Also build <out>.plan with TensorRT (GPU + TensorRT)."),
+    workspace: float = typer.Option(2.0, min=0.25, help="Builder workspace limit in GB (--trt)."),
+) -> None:
+    """Export the RetinaFace face detector for the torch-free runtime (fixed input; priors/decoding in the metadata)."""
+    with handled_errors():
+        from .detector import build_detector_engine, export_detector
+
+        check_writable(out)
+        plan = out.with_suffix(".plan")
+        if trt_engine:
+            check_writable(plan)
+        try:
+            with console.status(f"exporting RetinaFace at {size}x{size} ..."):
+                export_detector(weights, out, size=size)
+        except ValueError as exc:  # weights of another network
+            raise UsageError(str(exc)) from None
+        except RuntimeError as exc:  # aunet.faces.DependencyError: an unreadable weight file
+            if type(exc).__name__ == "DependencyError":
+                raise UsageError(str(exc)) from None
+            raise
+        console.print(f"wrote {out} (input [1, 3, {size}, {size}] BGR minus mean; outputs loc, conf, landms)")
+        if trt_engine:
+            with console.status("building the detector's TensorRT engine ..."):
+                side = build_detector_engine(out, plan, workspace_gb=workspace)
+            console.print(f"wrote {plan} and {plan.name}.json (TensorRT {side['tensorrt']}, {side['gpu']['name']})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""`aunet-export onnx`: the ONNX matches PyTorch on both heads at any batch, carries its spec, and bad input
+fails with one line, a documented exit code and no artifact."""
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+FP32_TOL = 1e-4
+
+
+def run_cli(*args):
+    from aunet.export.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def ort_run(path_or_session, images):
+    session = path_or_session
+    if not isinstance(session, ort.InferenceSession):
+        session = ort.InferenceSession(str(path_or_session), providers=["CPUExecutionProvider"])
+    return dict(zip(["cls_logits", "patch_logits", "score"], session.run(None, {"image": images})))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, torch):
+    """A small-config checkpoint exported through the CLI (ONNX, reference bundle, verification report)."""
+    import aunet
+    from aunet.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model = aunet.build_model("small").eval()
+    save_checkpoint(root / "best.pt", model, step=1)
+    result = run_cli("onnx", "--ckpt", root / "best.pt", "--out", root / "model.onnx", "--ref-samples", 4)
+    assert result.exit_code == 0, result.output
+    return {"root": root, "model": model, "onnx": root / "model.onnx", "ref": root / "model.ref.npz",
+            "report": root / "model.onnx.verify.json"}
+
+
+def test_onnx_matches_pytorch_on_both_heads_at_several_batches(exported, torch):
+    from aunet.export.reference import synthetic_faces
+
+    images = synthetic_faces(5, 112, seed=7)
+    with torch.no_grad():
+        ref = exported["model"](torch.from_numpy(images))
+    session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
+    for b in (1, 2, 5):  # the batch dimension is dynamic: one graph for every batch size
+        got = ort_run(session, images[:b])
+        assert got["cls_logits"].shape == (b, 2) and got["patch_logits"].shape == (b, 49, 2) and got["score"].shape == (b,)
+        for name in ("cls_logits", "patch_logits", "score"):
+            np.testing.assert_allclose(got[name], getattr(ref, name)[:b].numpy(), atol=FP32_TOL, rtol=0)
+
+
+def test_graph_is_inference_only_with_symbolic_batch(exported):
+    import onnx
+
+    model = onnx.load(str(exported["onnx"]))
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in model.graph.output] == ["cls_logits", "patch_logits", "score"]
+    batch_dims = {vi.type.tensor_type.shape.dim[0].dim_param for vi in [*model.graph.input, *model.graph.output]}
+    assert batch_dims == {"batch"}
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"Dropout", "BatchNormalization"}  # eval mode, BN folded into the convolutions
+    assert {"LayerNormalization", "Softmax"} <= ops  # opset 17 keeps them whole (FP16 keeps them in float32)
+    assert any("/importance/" in n.name for n in model.graph.node)  # the scope AutoCast keeps in float32
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_spec_round_trips_through_metadata(exported, torch):
+    from aunet.checkpoint import load_checkpoint
+    from aunet.export.onnx_export import file_sha256
+    from aunet.runtime.backends import read_spec
+
+    spec = read_spec(exported["onnx"])
+    cfg = exported["model"].cfg
+    assert spec.config == cfg and spec.input_size == 112 and spec.patch_grid == (7, 7)
+    assert spec.output_names == ("cls_logits", "patch_logits", "score") and spec.class_names == ("real", "fake")
+    assert spec.value_range == (0.0, 1.0) and spec.input_layout == "NCHW" and spec.color == "RGB"
+    prov = spec.provenance
+    assert prov["precision"] == "fp32" and prov["opset"] == 17
+    assert prov["checkpoint_sha256"] == file_sha256(exported["root"] / "best.pt")
+    assert prov["versions"]["torch"] == torch.__version__ and "onnxruntime" in prov["versions"]
+    assert load_checkpoint(exported["root"] / "best.pt")["config"] == spec.model
+
+
+def test_reference_bundle_holds_pytorch_outputs_of_every_head(exported, torch):
+    from aunet.export.reference import load_reference
+
+    ref = load_reference(exported["ref"])
+    assert ref["image"].shape == (4, 3, 112, 112) and ref["image"].dtype == np.float32
+    assert 0.0 <= ref["image"].min() and ref["image"].max() <= 1.0 and ref["image"].std() > 0.05
+    with torch.no_grad():
+        out = exported["model"](torch.from_numpy(ref["image"]))
+    for name in ("cls_logits", "patch_logits", "score"):
+        np.testing.assert_allclose(ref[name], getattr(out, name).numpy(), atol=1e-6, rtol=0)
+
+
+def test_default_verification_report(exported):
+    report = json.loads(exported["report"].read_text())
+    assert report["passed"] is True and report["precision"] == "fp32"
+    assert set(report["batches"]) == {"1", "4"}  # batch 1 and the larger batch
+    checked = {(c["batch"], c["check"]) for c in report["checks"]}
+    assert {("1", "cls_logits max_abs"), ("4", "patch_logits max_abs")} <= checked
+    assert all(c["passed"] for c in report["checks"])
+    m = report["batches"]["4"]
+    assert m["cls_logits"]["max_abs"] <= FP32_TOL and m["cls_logits"]["cosine"] > 0.9999 and m["top1"]["agreement"] == 1
+
+
+def test_verify_fails_on_a_drifted_reference(exported, tmp_path):
+    """A backend 1e-3 off the reference fails the FP32 threshold: exit 1 and a report saying so."""
+    with np.load(exported["ref"]) as z:
+        data = {k: z[k] for k in z.files}
+    data["cls_logits"] = data["cls_logits"] + 1e-3
+    drifted = tmp_path / "drifted.ref.npz"
+    np.savez(drifted, **data)
+    report = tmp_path / "r.json"
+    result = run_cli("verify", "--model", exported["onnx"], "--ref", drifted, "--report", report)
+    assert result.exit_code == 1, result.output
+    checks = json.loads(report.read_text())["checks"]
+    assert [c["passed"] for c in checks if c["check"] == "cls_logits max_abs"] == [False, False]
+    assert all(c["passed"] for c in checks if c["check"] == "patch_logits max_abs")
+
+
+def test_verify_refuses_an_onnx_of_another_model(exported, tmp_path):
+    with np.load(exported["ref"]) as z:
+        data = {k: z[k] for k in z.files}
+    spec = json.loads(str(data["spec"]))
+    spec["model"]["num_aus"] = 12  # a bundle of another model
+    data["spec"] = np.array(json.dumps(spec))
+    other = tmp_path / "other.ref.npz"
+    np.savez(other, **data)
+    result = run_cli("verify", "--model", exported["onnx"], "--ref", other)
+    assert result.exit_code == 2
+    assert "spec mismatch" in result.output and "num_aus" in result.output and "Traceback" not in result.output
+
+
+def test_bad_checkpoints_and_outputs_exit_2_without_artifacts(exported, tmp_path):
+    out = tmp_path / "m.onnx"
+    missing = run_cli("onnx", "--ckpt", tmp_path / "nope.pt", "--out", out)
+    assert missing.exit_code == 2 and "checkpoint not found" in missing.output
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint" * 10)
+    bad = run_cli("onnx", "--ckpt", corrupt, "--out", out)
+    assert bad.exit_code == 2 and "cannot read checkpoint" in bad.output
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((exported["root"] / "best.pt").read_bytes()[:100_000])
+    assert run_cli("onnx", "--ckpt", truncated, "--out", out).exit_code == 2
+
+    other_config = run_cli("onnx", "--ckpt", exported["root"] / "best.pt", "--out", out, "--config", "paper")
+    assert other_config.exit_code == 2 and "differs from 'paper'" in other_config.output
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    unwritable = run_cli("onnx", "--ckpt", exported["root"] / "best.pt", "--out", blocker / "m.onnx")
+    assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
+
+    for r in (missing, bad, other_config, unwritable):
+        assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "corrupt.pt", "truncated.pt"]  # nothing half-written
+
+
+def test_export_onnx_api_is_atomic_and_keeps_the_model_mode(small_model, tmp_path, monkeypatch, torch):
+    """A failing exporter leaves no file behind and the model's train flag as it was; a graph that fails the
+    checker is never written (temporary file, then rename)."""
+    from onnx import helper
+
+    from aunet.export.onnx_export import ExportError, check_and_save_onnx, export_onnx
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("forced exporter failure")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    small_model.train()
+    with pytest.raises(ExportError, match="forced exporter failure"):
+        export_onnx(small_model, tmp_path / "m.onnx")
+    assert small_model.training
+
+    invalid = helper.make_model(helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g", [], []))
+    with pytest.raises(ExportError, match="ONNX checker"):
+        check_and_save_onnx(invalid, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_paper_config_export_parity(torch, tmp_path):
+    """The paper's 224 configuration (14x14 patch grid) exports with FP32 parity on both heads."""
+    import aunet
+    from aunet.export.onnx_export import export_onnx
+    from aunet.export.reference import synthetic_faces
+
+    torch.manual_seed(0)
+    model = aunet.build_model("paper").eval()
+    path = export_onnx(model, tmp_path / "paper.onnx", simplify=False)
+    images = synthetic_faces(2, 224, seed=3)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images))
+    got = ort_run(path, images)
+    assert got["patch_logits"].shape == (2, 196, 2)
+    for name in ("cls_logits", "patch_logits", "score"):
+        np.testing.assert_allclose(got[name], getattr(ref, name).numpy(), atol=FP32_TOL, rtol=0)
+
+
+def test_default_paths():
+    from pathlib import Path
+
+    from aunet.export.cli import base_stem, default_ref_path
+
+    assert default_ref_path(Path("d/model.fp16.onnx")) == Path("d/model.ref.npz")
+    assert default_ref_path(Path("d/m.int8.plan")) == Path("d/m.ref.npz")
+    assert base_stem(Path("face.v2.onnx")) == "face.v2"
+    assert default_ref_path(Path("m.onnx")) == Path("m.ref.npz")
+
+
+def test_detector_export_matches_the_torch_network(torch, tmp_path):
+    """RetinaFace (random mobilenet0.25 weights in Pytorch_Retinaface's layout) at a fixed input: ONNX Runtime's
+    loc / conf / landms equal the torch network's, and the metadata gives the runtime its priors."""
+    pytest.importorskip("torchvision")
+    retinaface = pytest.importorskip("aunet.retinaface")
+
+    torch.manual_seed(0)
+    net = retinaface.RetinaFace("mobilenet0.25").eval()
+    weights = tmp_path / "mobilenet0.25_Final.pth"
+    torch.save(net.state_dict(), weights)
+    size = 96
+    r = run_cli("detector", "--weights", weights, "--out", tmp_path / "detector.onnx", "--size", size)
+    assert r.exit_code == 0, r.output
+    rgb = np.random.default_rng(0).uniform(0, 255, (size, size, 3)).astype(np.float32)
+    x = (rgb[..., ::-1] - np.float32(retinaface.MEAN_BGR)).transpose(2, 0, 1)[None].copy()
+    session = ort.InferenceSession(str(tmp_path / "detector.onnx"), providers=["CPUExecutionProvider"])
+    loc, conf, landms = session.run(None, {"image": x})
+    with torch.no_grad():
+        t_loc, t_face, t_ldm = (t.numpy() for t in net(torch.from_numpy(x)))
+    priors = retinaface.prior_boxes(size, size)
+    assert loc.shape == (1, len(priors), 4) and conf.shape == (1, len(priors), 2) and landms.shape == (1, len(priors), 10)
+    np.testing.assert_allclose(loc, t_loc, atol=1e-4)
+    np.testing.assert_allclose(conf[..., 1], t_face, atol=1e-5)
+    np.testing.assert_allclose(conf.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(landms, t_ldm, atol=1e-4)
+    from aunet.export.detector import read_detector_meta
+
+    meta = read_detector_meta(tmp_path / "detector.onnx")
+    assert meta["input_size"] == [size, size] and meta["variance"] == [0.1, 0.2]
+    assert meta["steps"] == [8, 16, 32] and meta["output_names"] == ["loc", "conf", "landms"]
+    detect = pytest.importorskip("aunet.runtime.detect")
+    runtime_detector = detect.RetinaFaceOnnx(tmp_path / "detector.onnx", device="cpu")  # the consumer reads it
+    assert runtime_detector.cfg.input_size == (size, size) and len(runtime_detector._priors) == len(priors)
+    assert isinstance(runtime_detector.detect(rgb.astype(np.uint8)), list)
+
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, foreign)
+    bad = run_cli("detector", "--weights", foreign, "--out", tmp_path / "d2.onnx")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and not (tmp_path / "d2.onnx").exists()
+    missing = run_cli("detector", "--weights", tmp_path / "none.pth", "--out", tmp_path / "d3.onnx")
+    assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_reference_from_real_face_crops(exported, torch, tmp_path, astronaut):
+    """--data: crops from a folder (real/ and fake/ give labels) or from an aunet-prep face cache, resized to
+    the model's input like the runtime does; the bundle keeps the labels and the PyTorch outputs on them."""
+    import cv2
+
+    from aunet.cache import CacheWriter, VideoFaces, VideoRecord
+    from aunet.export.reference import ReferenceError, load_reference, make_reference
+    from aunet.runtime.backends import read_spec
+
+    spec = read_spec(exported["onnx"])
+    face = astronaut[30:250, 140:360]  # the astronaut's face, 220 px
+    folder = tmp_path / "crops"
+    for label, img in (("real", face), ("fake", face[:, ::-1])):
+        (folder / label).mkdir(parents=True)
+        cv2.imwrite(str(folder / label / "a.png"), cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
+    make_reference(exported["model"], spec, tmp_path / "f.ref.npz", samples=4, data=folder)
+    ref = load_reference(tmp_path / "f.ref.npz")
+    assert ref["image"].shape == (2, 3, 112, 112) and sorted(ref["label"].tolist()) == [0, 1]
+    expect = cv2.resize(face, (112, 112), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) / 255.0
+    assert np.abs(ref["image"][ref["label"].tolist().index(0)] - expect).max() < 1e-6
+    with torch.no_grad():
+        np.testing.assert_allclose(ref["score"], exported["model"](torch.from_numpy(ref["image"])).score.numpy(), atol=1e-6)
+
+    cache = CacheWriter(tmp_path / "cache", 112, spec.crop)
+    crops = np.stack([cv2.resize(face, (112, 112), interpolation=cv2.INTER_AREA)] * 2)
+    for vid, label in (("real/v1.mp4", 0), ("fake/v2.mp4", 1)):
+        faces = VideoFaces(crops=crops, landmarks=np.zeros((2, 68, 2), np.float32), frame_indices=np.arange(2),
+                           boxes=np.zeros((2, 4), np.float32), face_index=np.zeros(2, np.int64),
+                           scores=np.ones(2, np.float32))
+        cache.write(VideoRecord(vid, vid, label, "test", "", 2, "ok"), faces)
+    make_reference(exported["model"], spec, tmp_path / "c.ref.npz", samples=4, data=tmp_path / "cache")
+    ref = load_reference(tmp_path / "c.ref.npz")
+    assert sorted(ref["label"].tolist()) == [0, 0, 1, 1] and ref["source"] == str(tmp_path / "cache")
+
+    with pytest.raises(ReferenceError, match="holds no|no readable"):
+        (tmp_path / "empty").mkdir()
+        make_reference(exported["model"], spec, tmp_path / "e.ref.npz", samples=4, data=tmp_path / "empty")
+    assert not (tmp_path / "e.ref.npz").exists()
