@@ -1,1 +1,31 @@
-"""Torch-free inference runtime for edge boxes (installed as ``aunet.runtime``)."""
+"""Torch-free inference runtime for edge boxes (installed as ``aunet.runtime``).
+
+``Detector("model.onnx").predict_video("clip.mp4")`` (see aunet.runtime.pipeline); ``aunet-infer`` is its CLI.
+Submodules load on first use, so importing the package costs nothing.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Detector", "Sampling", "VideoResult", "open_backend"]
+
+_LAZY = {
+    "Detector": "aunet.runtime.pipeline",
+    "Sampling": "aunet.runtime.sources",
+    "VideoResult": "aunet.runtime.results",
+    "open_backend": "aunet.runtime.backends",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backends import open_backend
+    from .pipeline import Detector
+    from .results import VideoResult
+    from .sources import Sampling
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aunet.runtime' has no attribute {name!r}")
