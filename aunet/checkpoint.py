@@ -1,14 +1,17 @@
 """Training checkpoints: one file with the model weights, its ModelConfig and the trainer's state.
 
 Format (a dict saved by torch.save): {"format": "aunet-checkpoint", "version": 1, "config": ModelConfig dict,
-"model": state_dict, ...trainer state (optimizer, scheduler, step, rng, train config, metrics)}.
+"model": state_dict, ...trainer state}. The trainer (aunet.train) adds "optimizer", "scheduler", "scaler",
+"step", "epoch", "batch_in_epoch", "rng" (capture_rng_state), "train_config", "metrics" and "best_metric".
 """
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import ModelConfig
@@ -45,11 +48,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_model(path: str | os.PathLike, expect: ModelConfig | None = None) -> torch.nn.Module:
-    """The model of a checkpoint, in eval mode. ``expect`` rejects a checkpoint from another config."""
-    from .model import build_model
+def checkpoint_config(data: dict[str, Any], path: str | os.PathLike, expect: ModelConfig | None = None) -> ModelConfig:
+    """The ModelConfig a checkpoint was made with; ``expect`` rejects one from another config.
 
-    data = load_checkpoint(path)
+    The backbone's init-weights source and the config's name do not change the network, so they may differ.
+    """
     try:
         cfg = ModelConfig.from_dict(data["config"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -58,9 +61,34 @@ def load_model(path: str | os.PathLike, expect: ModelConfig | None = None) -> to
         backbone_weights="none", name=""
     ):
         raise CheckpointError(f"{path} was trained with config {cfg.name!r}, which differs from {expect.name!r}")
+    return cfg
+
+
+def load_model(path: str | os.PathLike, expect: ModelConfig | None = None) -> torch.nn.Module:
+    """The model of a checkpoint, in eval mode. ``expect`` rejects a checkpoint from another config."""
+    from .model import build_model
+
+    data = load_checkpoint(path)
+    cfg = checkpoint_config(data, path, expect)
     model = build_model(cfg)
     try:
         model.load_state_dict(data["model"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit config {cfg.name!r}: {str(exc).splitlines()[0]}") from None
     return model.eval()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every RNG the trainer draws from (Python, NumPy, torch CPU and CUDA), for a bit-for-bit resume."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,232 @@
+"""aunet.train: a step's losses, bit-for-bit resume, Ctrl-C, tiny data, DDP (2 CPU processes, gloo), bad input."""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_data import build_face_cache
+
+REPO = Path(__file__).resolve().parents[1]
+# The small model at 64 px with one ART encoder: every code path of the small config, a third of its cost
+# (the shared 2-core CPU makes each step count).
+TEST_MODEL = {"base": "small", "img_size": 64, "num_encoders": 1}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    # 4 real videos: 3 train (1 + 1 + 1 faces = 2 steps of 2 pairs per epoch), 1 held out for validation
+    root = tmp_path_factory.mktemp("cache")
+    return build_face_cache(root, [("v0", 1, 0), ("v1", 1, 0), ("v2", 1, -1), ("v3", 2, 0), ("fake", 1, 1)], size=64)
+
+
+def tiny_config(**changes):
+    from aunet.train import load_train_config
+
+    base = dict(model=TEST_MODEL, batch_size=4, workers=0, val_fraction=0.25, log_every=1, epochs=5, device="cpu")
+    base.update(changes)
+    return load_train_config("small", base)
+
+
+@pytest.fixture(scope="module")
+def trained_run(cache_dir, tmp_path_factory):
+    """A one-step run (config.json, last.pt, best.pt), copied by the tests that need an existing run."""
+    from aunet.train import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(tiny_config(max_steps=1), cache_dir, run)
+    return run
+
+
+def copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def weights(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_config_files_are_the_named_configs_and_overrides_apply(tmp_path):
+    from aunet.train import load_train_config
+
+    for name in ("paper", "small"):
+        assert load_train_config(str(REPO / "configs" / f"{name}.yaml")) == load_train_config(name)
+    paper = load_train_config("paper")
+    assert (paper.lr, paper.momentum, paper.batch_size, paper.epochs, paper.frames_per_video) == (1e-3, 0.9, 32, 100, 8)
+    assert (paper.lambda_cls, paper.lambda_token, paper.lambda_att, paper.protocol) == (1.0, 30.0, 0.5, "cross")
+    f = tmp_path / "mine.yaml"
+    f.write_text("base: small\nlr: 0.01\nmodel: {base: small, embed_dim: 32}\n")
+    cfg = load_train_config(str(f), {"epochs": 3, "lr": None})
+    assert (cfg.lr, cfg.epochs, cfg.model_config.embed_dim, cfg.model_config.img_size) == (0.01, 3, 32, 112)
+    f.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_train_config(str(f))
+
+
+def test_one_step_has_finite_losses_and_moves_the_weights(torch, cache_dir, tmp_path):
+    from aunet.train import train
+
+    seen = []
+    summary = train(tiny_config(max_steps=1), cache_dir, tmp_path / "run", on_step=lambda s, t: seen.append(t))
+    assert summary["step"] == 1 and len(seen) == 1
+    terms = seen[0]
+    assert set(terms) == {"cls", "token", "att", "total"}
+    assert all(math.isfinite(v) for v in terms.values())
+    assert terms["total"] == pytest.approx(terms["cls"] + 30 * terms["token"] + 0.5 * terms["att"], rel=1e-5)
+    # the class loss starts near ln 2 for an untrained 2-way head
+    assert 0.2 < terms["cls"] < 2.0
+    torch.manual_seed(0)
+    import aunet
+
+    init = aunet.build_model(tiny_config().model_config).state_dict()
+    trained = weights(tmp_path / "run" / "last.pt")["model"]
+    assert any(not torch.equal(init[k], trained[k]) for k in init if init[k].is_floating_point())
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["max_steps"] == 1 and saved["model"]["img_size"] == 64
+
+
+def test_ctrl_c_then_resume_is_bit_for_bit(torch, cache_dir, tmp_path):
+    """2 steps straight == 1 step, Ctrl-C (a resumable last.pt), --resume for the second step; the stop is
+    mid-epoch (2 steps per epoch), so the resumed epoch must skip exactly the batch already trained on."""
+    from aunet.train import train
+
+    def interrupt(step, _terms):
+        if step == 1:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers
+
+    cfg = tiny_config(max_steps=2)
+    train(cfg, cache_dir, tmp_path / "straight")
+    summary = train(cfg, cache_dir, tmp_path / "split", on_step=interrupt)
+    assert summary["stopped"] and summary["step"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    state = weights(tmp_path / "split" / "last.pt")
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (1, 0, 1)
+    assert {"optimizer", "scheduler", "scaler", "rng", "train_config"} <= set(state)
+    summary = train(cfg, cache_dir, tmp_path / "split", resume=True)
+    assert summary["step"] == 2 and summary["epoch"] == 1
+    a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
+    assert (a["step"], a["epoch"], a["batch_in_epoch"]) == (b["step"], b["epoch"], b["batch_in_epoch"]) == (2, 1, 0)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert not list((tmp_path / "split").glob(".*.tmp*"))  # no temporary files left behind
+
+
+def test_tiny_dataset_smaller_than_a_batch_trains_and_logs(torch, tmp_path):
+    """One video of three faces, the paper's batch of 32: the run still trains, validates and writes best.pt."""
+    from aunet.checkpoint import load_model
+    from aunet.train import train
+
+    root = build_face_cache(tmp_path / "c", [("only", 3, 0)], size=64)
+    summary = train(tiny_config(batch_size=32, max_steps=1), root, tmp_path / "run")
+    assert summary["step"] == 1 and summary["epoch"] == 1 and "too few" in summary["val_source"]
+    model = load_model(tmp_path / "run" / "best.pt")
+    assert model.cfg.img_size == 64
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 1 and 0.0 <= history[0]["val_auc"] <= 1.0
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/cls", "loss/token", "loss/att", "loss/total", "lr", "val/val_auc"} <= tags
+
+
+def test_in_dataset_protocol_trains_without_tap(torch, cache_dir, tmp_path):
+    from aunet.train import train
+
+    seen = []
+    train(tiny_config(protocol="in", max_steps=1, val_fraction=0.0), cache_dir, tmp_path / "run", on_step=lambda s, t: seen.append(t))
+    assert set(seen[0]) == {"cls", "att", "total"}  # no token loss without TAP
+
+
+def test_full_disk_keeps_the_previous_checkpoint(torch, cache_dir, trained_run, tmp_path, monkeypatch):
+    from aunet.train import TrainError, train
+
+    run = copy_run(trained_run, tmp_path / "run")
+
+    def no_space(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(TrainError, match="No space left") as err:
+        train(tiny_config(max_steps=2), cache_dir, run, resume=True)
+    assert err.value.code == 2
+    monkeypatch.undo()
+    assert weights(run / "last.pt")["step"] == 1
+    assert not list(run.glob(".*.tmp*"))
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(torch, cache_dir, trained_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from aunet.cache import CacheWriter
+    from aunet.spec import CropSpec
+    from aunet.train import app
+
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    CacheWriter(empty, 64, CropSpec())
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text("lr: [1\n")
+    base = ["--config", "small", "--device", "cpu", "--workers", "0", "--max-steps", "1", "--batch-size", "4"]
+    cases = {
+        "no usable real faces": ["--data", str(empty), "--out", str(tmp_path / "r1")],
+        "not a face cache": ["--data", str(tmp_path), "--out", str(tmp_path / "r2")],
+        "cannot write": ["--data", str(cache_dir), "--out", str(blocker / "run")],
+        "even batch": ["--data", str(cache_dir), "--out", str(tmp_path / "r3"), "--batch-size", "5"],
+        "nothing to resume": ["--data", str(cache_dir), "--out", str(tmp_path / "r4"), "--resume"],
+    }
+    for needle, args in cases.items():
+        result = runner.invoke(app, args + base if "--batch-size" not in args else args + base[:-2])
+        assert result.exit_code == 2, (needle, result.output)
+        assert needle in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(tmp_path / "r5"), "--config", str(bad_cfg)])
+    assert result.exit_code == 2 and "cannot parse config" in result.output
+
+    # a run cannot be restarted over, nor resumed as another model or with other optimizer settings;
+    # the refused attempts leave the run as it was
+    run = copy_run(trained_run, tmp_path / "run")
+    before = (run / "config.json").read_text()
+    result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run)] + base)
+    assert result.exit_code == 2 and "already holds a run" in result.output
+    result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run), "--resume", "--config", "paper", "--device", "cpu"])
+    assert result.exit_code == 2 and "differs from" in result.output, result.output
+    result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run), "--resume", "--lr", "0.1", "--max-steps", "2"])
+    assert result.exit_code == 2 and "(lr)" in result.output, result.output
+    assert (run / "config.json").read_text() == before
+
+
+def test_ddp_two_cpu_processes_with_gloo(cache_dir, tmp_path):
+    """torchrun, 2 processes, gloo: DistributedDataParallel + DistributedSampler, rank 0 writes the run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps({"base": "small", "model": TEST_MODEL, "val_fraction": 0.25}))  # JSON is YAML
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aunet.train",
+        "--data", str(cache_dir), "--out", str(tmp_path / "run"), "--config", str(config), "--device", "cpu",
+        "--workers", "0", "--batch-size", "4", "--max-steps", "2",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = weights(tmp_path / "run" / "last.pt")
+    # 3 training faces over 2 ranks: DistributedSampler gives each rank 2 (padded), one step of 2 pairs each
+    assert state["step"] == 2 and state["epoch"] == 2
+    assert (tmp_path / "run" / "best.pt").is_file()
