@@ -72,10 +72,17 @@ def token_labels(mask: torch.Tensor, grid: int, threshold: float = 0.5) -> torch
 
 
 def sample_mix_lambdas(batch: int, alpha: float = 0.1, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(λ1, λ2, λ3), each [B] ~ Beta(alpha, alpha), from torch's global RNG (seeded and checkpointed by the
-    trainer). The paper says "a beta distribution"; alpha = 0.1 follows MixStyle, the statistics-mixing
-    method that Feature-level Mixing extends."""
-    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((3, batch))
+    """(λ1, λ2, λ3), each [B], from torch's global RNG (seeded and checkpointed by the trainer).
+
+    The paper draws them from "a beta distribution" and wants *harder fakes*. A TAP fake equals its real image
+    outside M_p and differs inside mostly by colour and frequency statistics, so a weight near 0 — frequent
+    under a U-shaped Beta(0.1, 0.1) — copies the real's statistics (λ1, λ2) or content (λ3) into the fake and
+    leaves a real feature labelled fake: the class loss then stays at ln 2. Each λ is therefore
+    max(b, 1 - b) with b ~ Beta(α, α): anywhere from an untouched fake (1) to an even mix (0.5), never more real
+    than fake. α = 0.1 as in MixStyle, the statistics mixing that Feature-level Mixing extends.
+    """
+    b = torch.distributions.Beta(float(alpha), float(alpha)).sample((3, batch))
+    lam = torch.maximum(b, 1 - b)
     lam = lam.to(device) if device is not None else lam
     return lam[0], lam[1], lam[2]
 

@@ -102,3 +102,6 @@ def test_mix_lambdas_in_unit_interval(torch):
     lams = sample_mix_lambdas(64)
     assert all(l.shape == (64,) and (l >= 0).all() and (l <= 1).all() for l in lams)
     assert len({round(float(l.std()), 3) for l in lams}) > 1  # three independent draws
+    # never more real than fake: each weight in [0.5, 1], spread over it
+    assert all((l >= 0.5).all() for l in lams)
+    assert all((l < 0.9).any() and (l > 0.99).any() for l in lams)
