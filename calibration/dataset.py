@@ -168,9 +168,8 @@ def spread_sample(counts: list[int], n: int, rng: np.random.Generator) -> list[l
     return [np.linspace(0, c - 1, q).round().astype(int).tolist() if q else [] for c, q in zip(counts, quota, strict=True)]
 
 
-def from_cache(cache_dir: str | Path, spec: ModelSpec, n: int = DEFAULT_SIZE, seed: int = 0,
-               split: str | None = None) -> CalibrationSet:
-    """Crops from an ``aunet-prep`` cache (which must have been cut with the model's size and CropSpec)."""
+def open_cache(cache_dir: str | Path, spec: ModelSpec, split: str | None = None):
+    """(FaceCache, its videos with faces): the cache must have been cut with the model's size and CropSpec."""
     from aunet.cache import CacheError, FaceCache
 
     try:
@@ -180,6 +179,13 @@ def from_cache(cache_dir: str | Path, spec: ModelSpec, n: int = DEFAULT_SIZE, se
         raise CalibrationError(str(exc)) from None
     if not videos:
         raise CalibrationError(f"{cache_dir} holds no face crops{f' in split {split!r}' if split else ''}")
+    return cache, videos
+
+
+def from_cache(cache_dir: str | Path, spec: ModelSpec, n: int = DEFAULT_SIZE, seed: int = 0,
+               split: str | None = None) -> CalibrationSet:
+    """Crops from an ``aunet-prep`` cache (which must have been cut with the model's size and CropSpec)."""
+    cache, videos = open_cache(cache_dir, spec, split)
     picks = spread_sample([v.num_faces for v in videos], n, np.random.default_rng(seed))
     crops, sources = [], {}
     for video, rows in zip(videos, picks, strict=True):

@@ -11,7 +11,7 @@ import numpy as np
 
 from aunet.spec import ModelSpec
 
-from .dataset import CalibrationError, spread_sample
+from .dataset import open_cache, spread_sample
 
 BATCH = 16
 
@@ -20,16 +20,9 @@ def evaluation_faces(cache_dir: str | os.PathLike, spec: ModelSpec, n: int = 256
                      split: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(crops uint8 [N, S, S, 3], labels [N], kind): the cache's labeled real and fake faces when it has both,
     otherwise its real crops plus a TAP fake of each (aunet.sbi), label 1."""
-    from aunet.cache import CacheError, FaceCache
     from aunet.sbi import make_tap_fake
 
-    try:
-        cache = FaceCache(cache_dir, size=spec.input_size, crop=spec.crop)
-        videos = cache.videos(split=split)
-    except CacheError as exc:
-        raise CalibrationError(str(exc)) from None
-    if not videos:
-        raise CalibrationError(f"{cache_dir} holds no face crops")
+    cache, videos = open_cache(cache_dir, spec, split)
     labeled = {v.label for v in videos} >= {0, 1}
     rng = np.random.default_rng(seed)
     picks = spread_sample([v.num_faces for v in videos], n if labeled else max(1, n // 2), rng)
