@@ -160,6 +160,7 @@ class ARTEncoder(nn.Module):
         mlp_ratio: float,
         au_embedding: str = "fast",
         eps: float = 1e-6,
+        fusion_channels: int = 0,
     ):
         super().__init__()
         # AU-specific branch
@@ -169,8 +170,9 @@ class ARTEncoder(nn.Module):
         # AU-agnostic branch
         self.tokens = TokenBranch(channels, dim, num_patches, num_heads, mlp_ratio)
         self.proj_out = nn.Conv2d(dim, channels, 1)
-        # Feature integration, Eq. 7: two 3x3 convs on F_S + F_A
-        self.fuse = nn.Sequential(conv_bn_relu(channels, channels), conv_bn_relu(channels, channels))
+        # Feature integration, Eq. 7: two 3x3 convs on F_S + F_A (C -> fusion_channels -> C; 0 = C, the paper's)
+        mid = fusion_channels or channels
+        self.fuse = nn.Sequential(conv_bn_relu(channels, mid), conv_bn_relu(mid, channels))
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f [B, C, H, W] -> (F_out [B, C, H, W], M_AU [B, K, H, W])."""

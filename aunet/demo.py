@@ -1,9 +1,10 @@
 """`make demo`: the whole toolchain end to end, offline, on a 2-core CPU, through the real CLIs.
 
 sample faces (scikit-image's astronaut) -> aunet-prep -> TAP preview -> aunet-train (small config) ->
-aunet-export onnx (verified) -> aunet-calib (INT8 Q/DQ ONNX) -> a sample video with real segments and segments
-whose face is a self-blended forgery -> aunet-infer --save-video -> per-segment verdicts and a timing summary.
-Where TensorRT and a GPU are present, the same model is also built and run as a TensorRT engine.
+aunet-export onnx (verified) -> aunet-eval of the ONNX model on a labeled set of held-out real and forged photos
+(ROC curve) -> aunet-calib (INT8 Q/DQ ONNX) -> a sample video with real segments and segments whose face is a
+self-blended forgery -> aunet-infer --save-video -> per-segment verdicts, an annotated-frame picture and a
+timing summary. Where TensorRT and a GPU are present, the same model is also built and run as a TensorRT engine.
 
 Exit codes: 0 every stage ran; 1 a stage failed (its command and output are shown); 2 bad arguments.
 """
@@ -27,6 +28,7 @@ from .io import atomic_path
 
 console = Console(width=150)
 app = typer.Typer(add_completion=False, help=__doc__)
+TRAIN_STEPS = 360
 
 
 @dataclass
@@ -104,7 +106,7 @@ def forge_face(frame: np.ndarray, rng: np.random.Generator, detector, predictor,
     return np.clip(fake_full * mask + frame * (1 - mask), 0, 255).astype(np.uint8)
 
 
-def make_forged_video(path: Path, segments: list[tuple[str, int]], fps: float = 10.0, size: tuple[int, int] = (640, 480),
+def make_forged_video(path: Path, segments: list[tuple[str, int]], fps: float = 10.0, size: tuple[int, int] = (512, 384),
                       seed: int = 0) -> list[dict]:
     """A video of the sample face whose segments are "real" or "fake" (the face forged in every frame).
     Returns the segments with their frame ranges."""
@@ -123,11 +125,14 @@ def make_forged_video(path: Path, segments: list[tuple[str, int]], fps: float = 
             raise StageFailed("OpenCV cannot write mp4 videos here")
         try:
             for kind, count in segments:
+                # a window of the photo at its own scale (a resize would stretch and blur every face; sizes up to
+                # the photo's 512 px need none), and a camera drifting by whole pixels for the same reason
                 base = sample_frame(rng, out_size=(w, h))
-                base = cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR)
+                if base.shape[:2] != (h, w):
+                    base = cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR)
                 for t in range(count):
-                    shift = np.float32([[1, 0, 6 * np.sin(0.4 * t)], [0, 1, 4 * np.cos(0.3 * t)]])
-                    frame = cv2.warpAffine(base, shift, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+                    shift = np.float32([[1, 0, round(6 * np.sin(0.4 * t))], [0, 1, round(4 * np.cos(0.3 * t))]])
+                    frame = cv2.warpAffine(base, shift, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
                     if kind == "fake":
                         forged = forge_face(frame, rng, detector, predictor)
                         frame = forged if forged is not None else frame
@@ -137,6 +142,55 @@ def make_forged_video(path: Path, segments: list[tuple[str, int]], fps: float = 
         finally:
             writer.release()
     return plan
+
+
+def make_labeled_set(root: Path, pairs: int, seed: int) -> Path:
+    """``pairs`` real photos of the sample face and as many with the face forged (forge_face), never trained on,
+    listed in root/labels.csv (path,label; 1 = fake) for aunet-eval."""
+    from .faces import DlibHogDetector, LandmarkPredictor
+    from .io import atomic_write_text
+    from .sample_data import sample_frame, write_image
+
+    rng = np.random.default_rng([seed, 0x7E57])
+    detector, predictor = DlibHogDetector(), LandmarkPredictor()
+    rows = ["path,label"]
+    for i in range(pairs):
+        real = sample_frame(rng)
+        rows.append(f"{write_image(root / 'real' / f'real_{i:02d}.png', real).relative_to(root)},0")
+        forged = forge_face(sample_frame(rng), rng, detector, predictor)
+        if forged is not None:
+            rows.append(f"{write_image(root / 'fake' / f'fake_{i:02d}.png', forged).relative_to(root)},1")
+    atomic_write_text(root / "labels.csv", "\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+def save_frames_picture(video: Path, plan: list[dict], result: dict, out: Path) -> Path:
+    """One annotated frame of the real segments and one of the forged ones, side by side: of the frames whose
+    face was scored, the one with the segment kind's median score (a typical frame, not the best one)."""
+    import cv2
+
+    from .sample_data import write_image
+
+    scored = {f["index"]: f["score"] for f in result.get("frames", []) if f.get("score") is not None}
+    picks = []
+    for kind in ("real", "fake"):
+        segs = [s for s in plan if s["kind"] == kind]
+        cands = sorted((scored[i], i) for s in segs for i in range(s["first_frame"], s["last_frame"] + 1) if i in scored)
+        if cands:
+            picks.append(cands[len(cands) // 2][1])
+        elif segs:
+            picks.append((segs[0]["first_frame"] + segs[0]["last_frame"]) // 2)
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    for index in picks:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = cap.read()
+        if ok:
+            frames.append(frame[..., ::-1])
+    cap.release()
+    if not frames:
+        raise StageFailed(f"cannot read frames back from {video}")
+    return write_image(out, np.concatenate(frames, axis=1))
 
 
 def segment_verdicts(result: dict, plan: list[dict], threshold: float) -> list[dict]:
@@ -150,6 +204,12 @@ def segment_verdicts(result: dict, plan: list[dict], threshold: float) -> list[d
         rows.append({**seg, "frames_scored": len(scores), "score": score, "verdict": verdict,
                      "correct": verdict == seg["kind"]})
     return rows
+
+
+def _video_result(path: Path) -> dict:
+    """aunet-infer's JSON for the one video it was given."""
+    result = json.loads(path.read_text())
+    return result[0] if isinstance(result, list) else result
 
 
 def tensorrt_available() -> bool:
@@ -166,10 +226,9 @@ def tensorrt_available() -> bool:
 @app.command()
 def main(
     out: Path = typer.Option(Path("demo"), help="Folder for everything the demo makes."),
-    train_steps: int = typer.Option(450, min=1, help="Training steps of the small config (about 1.2 s each on 2 cores)."),
-    lr: float = typer.Option(0.01, help="SGD learning rate: 10x the paper's, which assumes an ImageNet-initialised backbone."),
-    batch_size: int = typer.Option(8, min=2, help="Images per training step (half real, half TAP fakes)."),
-    images: int = typer.Option(48, min=4, help="Sample face images to make."),
+    train_steps: int = typer.Option(TRAIN_STEPS, min=1, help="Training steps of the small config (about 1.4 s each on 2 cores; the cosine schedule ends there)."),
+    images: int = typer.Option(96, min=4, help="Sample face images to make."),
+    eval_pairs: int = typer.Option(24, min=1, help="Held-out real / forged photo pairs for aunet-eval."),
     seed: int = typer.Option(0),
 ) -> None:
     """Run the whole toolchain on embedded sample data."""
@@ -192,11 +251,16 @@ def main(
         r.run("TAP preview", [tool("aunet-prep"), "preview", faces, "--out", preview, "--rows", "4"], (preview,))
         r.run("aunet-train (small config, cross-dataset protocol: reals + TAP fakes)",
               [tool("aunet-train"), "--data", faces, "--out", run, "--config", "small", "--max-steps", train_steps,
-               "--batch-size", batch_size, "--lr", lr, "--seed", seed, "--device", "cpu"], (run / "best.pt",),
+               "--seed", seed, "--device", "cpu"], (run / "best.pt",),
               stream=True)
         ckpt = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
         r.run("aunet-export onnx (+ verification against PyTorch)",
               [tool("aunet-export"), "onnx", "--ckpt", ckpt, "--out", model, "--data", faces], (model,))
+        labeled = r.step("labeled test set: held-out real and forged photos",
+                         lambda: make_labeled_set(out / "testset", eval_pairs, seed), (out / "testset" / "labels.csv",))
+        r.run("aunet-eval (the ONNX model through the runtime: AUC, AP, EER, ROC curve)",
+              [tool("aunet-eval"), "--ckpt", model, "--data", labeled, "--out", out / "eval", "--name", "demo photos",
+               "--device", "cpu"], (out / "eval" / "metrics.md", out / "eval" / "roc.png"))
         calib = out / "calib.npz"
         r.run("aunet-calib build", [tool("aunet-calib"), "build", faces, "--model", model, "--out", calib], (calib,))
         int8 = out / "model.int8.onnx"
@@ -216,6 +280,9 @@ def main(
         r.run("aunet-infer (ONNX Runtime, dlib faces, every frame)",
               [tool("aunet-infer"), video, "--engine", model, "--out", result_path, "--save-video", annotated],
               (result_path, annotated), ok_codes=(0, 1), show=False)
+        picture = out / "annotated_frames.png"
+        r.step("annotated frames: a real and a forged segment",
+               lambda: save_frames_picture(annotated, plan, _video_result(result_path), picture), (picture,))
         if tensorrt_available():
             r.run("aunet-export trt --fp16", [tool("aunet-export"), "trt", "--onnx", model, "--fp16"], (out / "model.fp16.plan",))
             r.run("aunet-infer (TensorRT FP16 engine)", [tool("aunet-infer"), video, "--engine", out / "model.fp16.plan",
@@ -227,8 +294,7 @@ def main(
         summary(r, time.perf_counter() - t_start)
         raise typer.Exit(1) from None
 
-    result = json.loads(result_path.read_text())
-    result = result[0] if isinstance(result, list) else result
+    result = _video_result(result_path)
     rows = segment_verdicts(result, plan, float(result["threshold"]))
     table = Table(title=f"{video.name}: verdict per segment (threshold {result['threshold']})", show_edge=False)
     for col in ("frames", "truth", "mean score", "verdict", ""):

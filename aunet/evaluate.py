@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -202,11 +203,13 @@ def torch_scorer(model, device=None, amp: bool = False, batch_size: int = 64) ->
     import torch
 
     from .checkpoint import load_model
+    from .model import autocast_dtype
 
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device)
+    amp_dtype = autocast_dtype(device, amp)
 
     @torch.inference_mode()
     def score(crops: np.ndarray) -> np.ndarray:
@@ -216,7 +219,7 @@ def torch_scorer(model, device=None, amp: bool = False, batch_size: int = 64) ->
         for i in range(0, len(crops), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(crops[i : i + batch_size])).to(device)
             x = x.permute(0, 3, 1, 2).float().div_(255)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out.append(model(x).score.float().cpu().numpy())
         model.train(was_training)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -362,7 +365,8 @@ def write_roc_png(path: Path, report: dict, title: str) -> None:
         fpr, tpr, _ = roc_curve(labels, scores)
         ax.plot(fpr, tpr, label=f"{level} AUC {100 * m['auc']:.2f}%")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(textwrap.fill(title, 40), fontsize=10)  # long model / set names wrap instead of being cut
     ax.legend(loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -56,7 +56,7 @@ class AUNet(nn.Module):
         self.encoders = nn.ModuleList(
             ARTEncoder(
                 c, cfg.num_aus, cfg.att_channels, cfg.embed_dim, n, cfg.num_heads, cfg.mlp_ratio,
-                cfg.au_embedding, cfg.eps,
+                cfg.au_embedding, cfg.eps, cfg.fusion_channels,
             )
             for _ in range(cfg.num_encoders)
         )
@@ -112,3 +112,13 @@ def build_model(cfg: "ModelConfig | str | Mapping[str, Any] | None" = None, *, p
     if pretrained:
         model.backbone_source = load_pretrained(model.backbone, cfg.backbone_weights)
     return model
+
+
+def autocast_dtype(device: torch.device, enabled: bool = True) -> Optional[torch.dtype]:
+    """The mixed-precision dtype for running AUNet on ``device``, or None for float32.
+
+    CUDA only: bfloat16 where the GPU has it (Ampere and later, Jetson Orin) — float32's range, so no loss
+    scaling and no overflow to inf in the 728-channel activations; float16 (with a GradScaler) on older GPUs."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -4,7 +4,7 @@
     python scripts/gpu_check.py [--ckpt RUN/best.pt] [--config paper] [--out DIR] [--max-batch 8]
 
 1. PyTorch CUDA FP32 (TF32 off) vs CPU FP32: logits max abs diff <= 1e-3.
-2. PyTorch CUDA FP16 autocast and pure .half() vs CUDA FP32: fake-probability max abs diff <= 1e-2.
+2. PyTorch CUDA FP16 / BF16 autocast and pure .half() vs CUDA FP32: fake-probability max abs diff <= 1e-2.
 3. Where tensorrt (and pycuda) are installed: export ONNX, AutoCast FP16 ONNX, build the engine, verify it
    against the PyTorch reference bundle (FP16 thresholds), and time it.
 Prints a table; exit 0 all passed, 1 a check failed, 3 no CUDA GPU (nothing checked).
@@ -65,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = cuda_model(images.cuda())
         with torch.autocast("cuda", dtype=torch.float16):
             amp = cuda_model(images.cuda())
+        with torch.autocast("cuda", dtype=torch.bfloat16):  # what aunet-train's AMP uses on Ampere and later
+            bf16 = cuda_model(images.cuda())
         half = cuda_model.half()(images.cuda().half())
         model.float().cpu()
     for name in ("cls_logits", "patch_logits"):
         diff = (getattr(fp32, name).cpu() - getattr(cpu, name)).abs().max().item()
         add(f"torch CUDA fp32 vs CPU: {name} max abs", diff, 1e-3)
     ref = {k: getattr(fp32, k).float().cpu().numpy() for k in ("cls_logits", "patch_logits")}
-    for label, out in (("autocast fp16", amp), ("half()", half)):
+    for label, out in (("autocast fp16", amp), ("autocast bf16", bf16), ("half()", half)):
         got = derived({k: getattr(out, k).float().cpu().numpy() for k in ("cls_logits", "patch_logits")})
         want = derived(ref)
         add(f"torch CUDA {label}: fake_prob max abs", float(np.abs(got["fake_prob"] - want["fake_prob"]).max()), 1e-2)

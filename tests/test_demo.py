@@ -47,3 +47,38 @@ def test_forged_video_segments_and_verdicts(tmp_path):
     assert rows[1]["score"] == pytest.approx(0.7) and rows[1]["verdict"] == "fake" and rows[1]["correct"]
     empty = segment_verdicts({"frames": []}, plan, 0.5)
     assert [r["verdict"] for r in empty] == ["no_face", "no_face"]
+
+
+def test_labeled_set_for_eval(tmp_path):
+    """Held-out real photos and forged ones, listed in a CSV that aunet-eval reads."""
+    from aunet.demo import make_labeled_set
+    from aunet.evaluate import read_csv_list
+
+    csv = make_labeled_set(tmp_path / "set", 2, seed=0)
+    items = read_csv_list(csv)
+    assert sorted(i.label for i in items) == [0, 0, 1, 1]
+    assert all(i.path.is_file() and i.path.parent.name == ("fake" if i.label else "real") for i in items)
+    real, fake = (cv2.imread(str(next(i.path for i in items if i.label == k))) for k in (0, 1))
+    assert real is not None and fake is not None and not np.array_equal(real, fake)
+
+
+def test_frames_picture_shows_a_typical_real_and_forged_frame(tmp_path):
+    from aunet.demo import StageFailed, make_forged_video, save_frames_picture
+
+    video = tmp_path / "v.mp4"
+    plan = make_forged_video(video, [("real", 3), ("fake", 3), ("real", 2)], size=(320, 240), seed=2)
+    # scored frames: real 0 (0.1), 2 (0.3), 6 (0.2) -> median 0.2 = frame 6; fake 4 (0.9) only -> frame 4
+    result = {"frames": [{"index": i, "score": s} for i, s in
+                         [(0, 0.1), (1, None), (2, 0.3), (3, None), (4, 0.9), (5, None), (6, 0.2), (7, None)]]}
+    picture = save_frames_picture(video, plan, result, tmp_path / "frames.png")
+    img = cv2.imread(str(picture))[..., ::-1].astype(int)
+    assert img.shape == (240, 640, 3)
+    frames = [f.astype(int) for f in read_frames(video)]
+    assert np.abs(img[:, :320] - frames[6]).mean() < 1 < np.abs(img[:, :320] - frames[0]).mean()
+    assert np.abs(img[:, 320:] - frames[4]).mean() < 1
+    # no face scored anywhere: the middle frame of the first segment of each kind
+    picture = save_frames_picture(video, plan, {"frames": []}, tmp_path / "mid.png")
+    img = cv2.imread(str(picture))[..., ::-1].astype(int)
+    assert np.abs(img[:, :320] - frames[1]).mean() < 1 and np.abs(img[:, 320:] - frames[4]).mean() < 1
+    with pytest.raises(StageFailed):
+        save_frames_picture(tmp_path / "missing.mp4", plan, result, tmp_path / "none.png")

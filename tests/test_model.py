@@ -88,6 +88,25 @@ def test_config_validation_and_round_trip():
         ModelConfig(score_fusion="mean")
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(embed_dim=100, num_heads=8)
+    with pytest.raises(ValueError, match="fusion_channels"):
+        ModelConfig(fusion_channels=-1)
+
+
+def test_fusion_width(torch, small_model):
+    """Eq. 7's two 3x3 convs: C -> C -> C in the paper's config (fusion_channels 0), C -> 128 -> C in the small one;
+    a checkpoint config without the field (older runs) means the paper's width."""
+    from aunet import ModelConfig, build_model
+
+    def widths(model):
+        fuse = model.encoders[0].fuse
+        return [(seq[0].in_channels, seq[0].out_channels) for seq in fuse]
+
+    assert widths(small_model) == [(728, 128), (128, 728)]
+    wide = build_model(ModelConfig.named("small").replace(fusion_channels=0, num_encoders=1))
+    assert widths(wide) == [(728, 728), (728, 728)]
+    legacy = ModelConfig.named("small").to_dict()
+    del legacy["fusion_channels"]
+    assert ModelConfig.from_dict(legacy).fusion_channels == 0
 
 
 def test_backbone_weights_from_a_local_file(torch, tmp_path):

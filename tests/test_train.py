@@ -1,7 +1,6 @@
 """aunet.train: a step's losses, bit-for-bit resume, Ctrl-C, tiny data, DDP (2 CPU processes, gloo), bad input."""
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import math
@@ -106,7 +105,7 @@ def test_ctrl_c_then_resume_is_bit_for_bit(torch, cache_dir, tmp_path):
         if step == 1:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers
 
-    cfg = tiny_config(max_steps=2)
+    cfg = tiny_config(max_steps=2, warmup_steps=3)  # the scheduler's state matters across the stop too
     train(cfg, cache_dir, tmp_path / "straight")
     summary = train(cfg, cache_dir, tmp_path / "split", on_step=interrupt)
     assert summary["stopped"] and summary["step"] == 1
@@ -120,9 +119,37 @@ def test_ctrl_c_then_resume_is_bit_for_bit(torch, cache_dir, tmp_path):
     assert (a["step"], a["epoch"], a["batch_in_epoch"]) == (b["step"], b["epoch"], b["batch_in_epoch"]) == (2, 1, 0)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["optimizer"]["state"] and a["scheduler"] == b["scheduler"]
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+        assert sa.keys() == sb.keys()
+        for key in sa:  # AdamW's step, exp_avg, exp_avg_sq
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
     assert not list((tmp_path / "split").glob(".*.tmp*"))  # no temporary files left behind
+
+
+def test_learning_rate_schedule_and_optimizers(torch):
+    from aunet.train import _make_optimizer, _make_scheduler, lr_factor
+
+    assert [lr_factor(s, "constant", 10, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(0, "constant", 10, 0) == 1.0
+    cosine = [lr_factor(s, "cosine", 10, 0) for s in range(11)]
+    assert cosine[0] == 1.0 and cosine[5] == pytest.approx(0.5) and cosine[10] == pytest.approx(0.0)
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    assert lr_factor(1, "cosine", 10, 4) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    net = torch.nn.Linear(2, 2)
+    sgd = _make_optimizer(net, tiny_config(optimizer="sgd", lr=0.1))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    adamw = _make_optimizer(net, tiny_config())  # the small config's AdamW 3e-4
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 3e-4
+    sched = _make_scheduler(adamw, tiny_config(warmup_steps=2, scheduler="constant"), 100)
+    lrs = []
+    for _ in range(3):
+        lrs.append(adamw.param_groups[0]["lr"])
+        adamw.step()
+        sched.step()
+    assert lrs == pytest.approx([1.5e-4, 3e-4, 3e-4])
+    with pytest.raises(ValueError, match="optimizer"):
+        tiny_config(optimizer="adam")
 
 
 def test_tiny_dataset_smaller_than_a_batch_trains_and_logs(torch, tmp_path):
