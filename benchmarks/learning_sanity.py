@@ -74,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     console = Console(stderr=True)
-    model = None if args.fusion_channels is None else {"base": "small", "fusion_channels": args.fusion_channels}
+    model_override = None if args.fusion_channels is None else {"base": "small", "fusion_channels": args.fusion_channels}
     cfg = load_train_config("small", dict(
-        model=model,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, warmup_steps=args.warmup_steps,
-        lambda_token=args.lambda_token, epochs=100_000, max_steps=args.max_steps, workers=args.workers,
-        device=args.device, amp=not args.no_amp, seed=args.seed, save_every=0, log_every=5, feature_mixing=not args.no_feature_mixing,
+        model=model_override, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        warmup_steps=args.warmup_steps, lambda_token=args.lambda_token, epochs=100_000, max_steps=args.max_steps,
+        workers=args.workers, device=args.device, amp=not args.no_amp, seed=args.seed, save_every=0, log_every=5,
+        feature_mixing=not args.no_feature_mixing,
     ))
     model_cfg = cfg.model_config
     t0 = time.time()
