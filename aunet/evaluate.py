@@ -203,7 +203,7 @@ def torch_scorer(model, device=None, amp: bool = False, batch_size: int = 64) ->
     import torch
 
     from .checkpoint import load_model
-    from .model import autocast_dtype
+    from .model import autocast, autocast_dtype
 
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
@@ -219,7 +219,7 @@ def torch_scorer(model, device=None, amp: bool = False, batch_size: int = 64) ->
         for i in range(0, len(crops), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(crops[i : i + batch_size])).to(device)
             x = x.permute(0, 3, 1, 2).float().div_(255)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 out.append(model(x).score.float().cpu().numpy())
         model.train(was_training)
         return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -122,3 +122,8 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> Optional[torch
     if not enabled or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """The autocast context for ``autocast_dtype``'s answer: mixed precision in ``dtype``, or off for None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)

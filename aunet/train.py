@@ -286,12 +286,9 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
     )
 
 
-def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-
-
 def _train_step(model, batch, criterion, optimizer, scheduler, scaler, device, cfg: TrainConfig, num_stages: int,
                 amp_dtype: Optional[torch.dtype]):
+    from .model import autocast
     from .tap import FeatureMixing, sample_mix_lambdas
 
     images = batch["images"].to(device, non_blocking=True).float().div_(255)
@@ -303,7 +300,7 @@ def _train_step(model, batch, criterion, optimizer, scheduler, scaler, device, c
         stage = random.randrange(num_stages)  # Python's RNG: the same draw on every rank
         lambdas = sample_mix_lambdas(labels.shape[0] // 2, cfg.mix_alpha, device)
         hook = FeatureMixing(stage, batch["mask"].to(device), lambdas)
-    with _autocast(device, amp_dtype):
+    with autocast(device, amp_dtype):
         out = model(images, return_au_maps=y_att is not None, stage_hook=hook)
     terms = criterion(out, labels, tokens, y_att)
     if not scaler.is_enabled() and not torch.isfinite(terms["total"]):  # a float16 scaler skips such steps
@@ -319,12 +316,14 @@ def _train_step(model, batch, criterion, optimizer, scheduler, scaler, device, c
 @torch.no_grad()
 def predict(model, loader, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> tuple[np.ndarray, np.ndarray]:
     """(labels, fake scores) of every image the loader yields, model in eval mode."""
+    from .model import autocast
+
     was_training = model.training
     model.eval()
     labels, scores = [], []
     for batch in loader:
         images = batch["images"].to(device).float().div_(255)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             out = model(images)
         labels.append(batch["labels"].numpy())
         scores.append(out.score.float().cpu().numpy())

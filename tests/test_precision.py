@@ -68,3 +68,17 @@ def test_trained_weights_actually_moved(torch, paper_models):
     b = dict(paper_models["trained"].named_parameters())
     moved = max((a[k] - b[k]).abs().max().item() for k in a)
     assert moved > 1e-3
+
+
+def test_autocast_follows_autocast_dtype(torch):
+    """Training and evaluation share one autocast: off (float32) for None, mixed precision for a dtype; the
+    CPU never gets one (bfloat16 / float16 autocast there is slow and not what the CPU path measures)."""
+    from aunet.model import autocast, autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu) is None and autocast_dtype(cpu, enabled=False) is None
+    a, b = torch.rand(4, 4), torch.rand(4, 4)
+    with autocast(cpu, None):
+        assert (a @ b).dtype == torch.float32
+    with autocast(cpu, torch.bfloat16):
+        assert (a @ b).dtype == torch.bfloat16
