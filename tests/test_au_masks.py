@@ -16,22 +16,16 @@ from aunet.au_masks import (
     face_axes,
     face_hull_mask,
 )
+from test_data import astronaut_crop
 
 SIZE = 224
 
 
 @pytest.fixture(scope="module")
-def landmarks(astronaut):
+def landmarks():
     """The astronaut's 68 landmarks in a 224 px crop (dlib, as aunet-prep makes them)."""
     pytest.importorskip("dlib")
-    from aunet.crop import crop_face, to_crop_coords
-    from aunet.faces import DlibHogDetector, LandmarkPredictor
-    from aunet.spec import CropSpec
-
-    box = DlibHogDetector().detect(astronaut)[0].box
-    lm = LandmarkPredictor().predict(astronaut, box)
-    _, affine = crop_face(astronaut, box, SIZE, CropSpec())
-    return to_crop_coords(lm, affine)
+    return astronaut_crop(SIZE)[1]
 
 
 def test_the_15_aus_of_bp4d_and_disfa():

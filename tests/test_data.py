@@ -13,7 +13,7 @@ import pytest
 
 
 @functools.lru_cache(maxsize=None)
-def _astronaut_face():
+def astronaut_face():
     from skimage.data import astronaut
 
     from aunet.faces import DlibHogDetector, LandmarkPredictor
@@ -23,6 +23,17 @@ def _astronaut_face():
     return img, box, LandmarkPredictor().predict(img, box)
 
 
+def astronaut_crop(size: int):
+    """The astronaut's face cropped as aunet-prep crops it (CropSpec) at ``size`` px, and its 68 landmarks in
+    crop coordinates."""
+    from aunet.crop import crop_face, to_crop_coords
+    from aunet.spec import CropSpec
+
+    img, box, lm = astronaut_face()
+    crop, affine = crop_face(img, box, size, CropSpec())
+    return crop, to_crop_coords(lm, affine)
+
+
 def astronaut_frames(n: int, size: int = 112, seed: int = 0):
     """n face crops [n, size, size, 3] and their landmarks [n, 68, 2] (crop coordinates)."""
     import cv2
@@ -30,7 +41,7 @@ def astronaut_frames(n: int, size: int = 112, seed: int = 0):
     from aunet.crop import crop_face, to_crop_coords
     from aunet.spec import CropSpec
 
-    img, box, lm = _astronaut_face()
+    img, box, lm = astronaut_face()
     rng = np.random.default_rng(seed)
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     crops, marks = [], []

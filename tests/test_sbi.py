@@ -4,22 +4,16 @@ import pytest
 
 from aunet.au_masks import AU_LABELS, au_region_masks, face_hull_mask
 from aunet.sbi import augment, blend, make_tap_fake, make_tap_pair, partial_face_mask, self_blend
+from test_data import astronaut_crop
 
 SIZE = 112
 
 
 @pytest.fixture(scope="module")
-def face(astronaut):
+def face():
     """A 112 px crop of the astronaut and its landmarks (crop coordinates)."""
     pytest.importorskip("dlib")
-    from aunet.crop import crop_face, to_crop_coords
-    from aunet.faces import DlibHogDetector, LandmarkPredictor
-    from aunet.spec import CropSpec
-
-    box = DlibHogDetector().detect(astronaut)[0].box
-    lm = LandmarkPredictor().predict(astronaut, box)
-    crop, affine = crop_face(astronaut, box, SIZE, CropSpec())
-    return crop, to_crop_coords(lm, affine)
+    return astronaut_crop(SIZE)
 
 
 def test_partial_mask_is_inside_the_hull_and_excludes_the_removed_regions(face):
