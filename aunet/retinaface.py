@@ -10,13 +10,15 @@ Priors (anchors), in the order the heads emit them: for each level k (step 8, 16
 size s: centre ((j + 0.5) * step / W, (i + 0.5) * step / H), size (s / W, s / H).
 Decoding (variances 0.1, 0.2): centre = prior_c + loc[:2] * 0.1 * prior_s; size = prior_s * exp(loc[2:] * 0.2);
 landmark m = prior_c + ldm[2m:2m+2] * 0.1 * prior_s; all in [0, 1] of the input, then scaled to pixels.
-Detections: face score >= min_score, NMS at IoU 0.4.
+Detections: face score >= min_score, NMS at IoU 0.4. Priors, decoding and NMS are the torch-free runtime's
+(aunet.runtime.detect, whose RetinaFaceConfig holds the constants above), so aunet-prep's crops and the edge
+box's crops come from the same post-processing.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import OrderedDict
-from itertools import product
 from pathlib import Path
 
 import cv2
@@ -26,15 +28,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .faces import DependencyError, Face, largest_first
+from .runtime.detect import RetinaFaceConfig, decode_boxes, nms, prior_boxes
 
 CONFIGS = {
     "mobilenet0.25": {"return_layers": {"stage1": 1, "stage2": 2, "stage3": 3}, "in_channel": 32, "out_channel": 64},
     "resnet50": {"return_layers": {"layer2": 1, "layer3": 2, "layer4": 3}, "in_channel": 256, "out_channel": 256},
 }
-MIN_SIZES = ((16, 32), (64, 128), (256, 512))
-STEPS = (8, 16, 32)
-VARIANCE = (0.1, 0.2)
-MEAN_BGR = (104.0, 117.0, 123.0)
+ANCHORS = RetinaFaceConfig()  # Pytorch_Retinaface's mean, anchor sizes, steps and variances
 
 
 def _conv_bn(inp, oup, stride=1, leaky=0.0):
@@ -143,46 +143,6 @@ class RetinaFace(nn.Module):
         return loc, F.softmax(conf, dim=-1)[..., 1], ldm
 
 
-def prior_boxes(height: int, width: int) -> np.ndarray:
-    """Anchors [N, 4] (cx, cy, w, h) in [0, 1] of the input, in the heads' order (module doc)."""
-    anchors = []
-    for step, sizes in zip(STEPS, MIN_SIZES):
-        rows, cols = -(-height // step), -(-width // step)
-        for i, j in product(range(rows), range(cols)):
-            for s in sizes:
-                anchors.append(((j + 0.5) * step / width, (i + 0.5) * step / height, s / width, s / height))
-    return np.asarray(anchors, dtype=np.float32)
-
-
-def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
-    """loc [N, 4] -> boxes [N, 4] x0, y0, x1, y1 in [0, 1]."""
-    centre = priors[:, :2] + loc[:, :2] * VARIANCE[0] * priors[:, 2:]
-    size = priors[:, 2:] * np.exp(loc[:, 2:] * VARIANCE[1])
-    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-
-
-def decode_landmarks(ldm: np.ndarray, priors: np.ndarray) -> np.ndarray:
-    """ldm [N, 10] -> five points [N, 5, 2] in [0, 1]."""
-    return priors[:, None, :2] + ldm.reshape(-1, 5, 2) * VARIANCE[0] * priors[:, None, 2:]
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    order = scores.argsort()[::-1]
-    keep = []
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    while order.size:
-        i = order[0]
-        keep.append(int(i))
-        xx0 = np.maximum(boxes[i, 0], boxes[order[1:], 0])
-        yy0 = np.maximum(boxes[i, 1], boxes[order[1:], 1])
-        xx1 = np.minimum(boxes[i, 2], boxes[order[1:], 2])
-        yy1 = np.minimum(boxes[i, 3], boxes[order[1:], 3])
-        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
-        overlap = inter / (areas[i] + areas[order[1:]] - inter + 1e-9)
-        order = order[1:][overlap <= iou]
-    return keep
-
-
 def load_state(path: str | os.PathLike) -> tuple[str, dict]:
     """(network, state dict) from a Pytorch_Retinaface weight file ('module.' prefixes removed)."""
     try:
@@ -224,13 +184,14 @@ class RetinaFaceDetector:
         scale = min(1.0, self.max_side / max(h, w))
         img = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         ih, iw = img.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(img[..., ::-1], dtype=np.float32) - np.float32(MEAN_BGR))
+        x = torch.from_numpy(np.ascontiguousarray(img[..., ::-1], dtype=np.float32) - np.float32(ANCHORS.mean_bgr))
         loc, prob, _ = self.model(x.permute(2, 0, 1)[None].to(self.device))
         loc, prob = loc[0].float().cpu().numpy(), prob[0].float().cpu().numpy()
         keep = prob >= self.min_score
         if not keep.any():
             return []
-        boxes = decode_boxes(loc[keep], prior_boxes(ih, iw)[keep]) * np.array([iw, ih, iw, ih], np.float32) / scale
+        priors = prior_boxes(dataclasses.replace(ANCHORS, input_size=(ih, iw)))
+        boxes = decode_boxes(loc[keep], priors[keep], ANCHORS.variance) * np.array([iw, ih, iw, ih], np.float32) / scale
         scores = prob[keep]
         faces = []
         for i in nms(boxes, scores, self.nms_iou):

@@ -49,14 +49,14 @@ def detector_graph(net: Any) -> Any:
 
 
 def detector_metadata(network: str, size: int, weights: Path, opset: int) -> dict[str, Any]:
-    from aunet.retinaface import MEAN_BGR, MIN_SIZES, STEPS, VARIANCE, RetinaFaceDetector
+    from aunet.retinaface import ANCHORS, RetinaFaceDetector
 
     from .onnx_export import exporter_versions, file_sha256
 
     defaults = inspect.signature(RetinaFaceDetector.__init__).parameters  # the thresholds aunet-prep uses
     return {
-        "network": f"retinaface-{network}", "input_size": [size, size], "mean_bgr": list(MEAN_BGR),
-        "min_sizes": [list(m) for m in MIN_SIZES], "steps": list(STEPS), "variance": list(VARIANCE),
+        "network": f"retinaface-{network}", "input_size": [size, size], "mean_bgr": list(ANCHORS.mean_bgr),
+        "min_sizes": [list(m) for m in ANCHORS.min_sizes], "steps": list(ANCHORS.steps), "variance": list(ANCHORS.variance),
         "output_names": list(OUTPUTS), "score_threshold": defaults["min_score"].default,
         "nms_iou": defaults["nms_iou"].default, "input": "image", "layout": "NCHW",
         "color": "BGR minus mean_bgr, 0..255 scale",

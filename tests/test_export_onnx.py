@@ -231,12 +231,12 @@ def test_detector_export_matches_the_torch_network(torch, tmp_path):
     r = run_cli("detector", "--weights", weights, "--out", tmp_path / "detector.onnx", "--size", size)
     assert r.exit_code == 0, r.output
     rgb = np.random.default_rng(0).uniform(0, 255, (size, size, 3)).astype(np.float32)
-    x = (rgb[..., ::-1] - np.float32(retinaface.MEAN_BGR)).transpose(2, 0, 1)[None].copy()
+    x = (rgb[..., ::-1] - np.float32(retinaface.ANCHORS.mean_bgr)).transpose(2, 0, 1)[None].copy()
     session = ort.InferenceSession(str(tmp_path / "detector.onnx"), providers=["CPUExecutionProvider"])
     loc, conf, landms = session.run(None, {"image": x})
     with torch.no_grad():
         t_loc, t_face, t_ldm = (t.numpy() for t in net(torch.from_numpy(x)))
-    priors = retinaface.prior_boxes(size, size)
+    priors = retinaface.prior_boxes(retinaface.RetinaFaceConfig(input_size=(size, size)))
     assert loc.shape == (1, len(priors), 4) and conf.shape == (1, len(priors), 2) and landms.shape == (1, len(priors), 10)
     np.testing.assert_allclose(loc, t_loc, atol=1e-4)
     np.testing.assert_allclose(conf[..., 1], t_face, atol=1e-5)

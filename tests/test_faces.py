@@ -80,7 +80,8 @@ def test_missing_landmark_model_is_a_dependency_error(tmp_path):
 def test_retinaface_layout_loads_pytorch_retinaface_files_and_decodes(tmp_path, astronaut):
     torch = pytest.importorskip("torch")
     pytest.importorskip("torchvision")
-    from aunet.retinaface import RetinaFace, RetinaFaceDetector, decode_boxes, load_state, prior_boxes
+    from aunet.retinaface import RetinaFace, RetinaFaceDetector, load_state
+    from aunet.runtime.detect import RetinaFaceConfig, decode_boxes, prior_boxes
 
     torch.manual_seed(0)
     net = RetinaFace("mobilenet0.25").eval()
@@ -93,11 +94,11 @@ def test_retinaface_layout_loads_pytorch_retinaface_files_and_decodes(tmp_path, 
     assert "body.layer4.2.conv3.weight" in RetinaFace("resnet50").state_dict()
     with torch.inference_mode():
         loc, prob, ldm = net(torch.zeros(1, 3, 60, 90))
-    priors = prior_boxes(60, 90)
+    priors = prior_boxes(RetinaFaceConfig(input_size=(60, 90)))
     n = sum(-(-60 // s) * -(-90 // s) * 2 for s in (8, 16, 32))
     assert loc.shape == (1, n, 4) and prob.shape == (1, n) and ldm.shape == (1, n, 10) and priors.shape == (n, 4)
     # zero regression = the anchor itself
-    boxes = decode_boxes(np.zeros((n, 4), np.float32), priors)
+    boxes = decode_boxes(np.zeros((n, 4), np.float32), priors, (0.1, 0.2))
     np.testing.assert_allclose(boxes[:, 2:] - boxes[:, :2], priors[:, 2:], rtol=1e-6)
     np.testing.assert_allclose(priors[0], [4 / 90, 4 / 60, 16 / 90, 16 / 60], rtol=1e-6)
 
