@@ -10,12 +10,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from .config import ModelConfig
 
 SPEC_VERSION = 1
 METADATA_KEY = "aunet.spec"
 OUTPUT_NAMES = ("cls_logits", "patch_logits", "score")
 CLASS_NAMES = ("real", "fake")
+
+
+def fake_probability(logits: np.ndarray) -> np.ndarray:
+    """softmax(logits)[..., 1] of two-class logits [..., 2] (index 1 = fake) as sigmoid(l1 - l0), in float64;
+    the difference is clipped to +-60 so exp never overflows (sigmoid(60) is 1 in float64 anyway)."""
+    diff = logits[..., 1].astype(np.float64) - logits[..., 0].astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-np.clip(diff, -60.0, 60.0)))
 
 
 class SpecError(ValueError):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from aunet.spec import ModelSpec
+from aunet.spec import ModelSpec, fake_probability
 
 from .dataset import open_cache, spread_sample
 
@@ -55,10 +55,6 @@ def run_model(path: str | os.PathLike, images: np.ndarray, device: str = "cpu") 
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, spec
 
 
-def _fake_prob(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(logits[..., 1] - logits[..., 0])))
-
-
 def compare(reference: str | os.PathLike, candidate: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None,
             device: str = "cpu", threshold: float | None = None) -> dict[str, Any]:
     """Run both models on the same crops; the errors of ``candidate`` (e.g. INT8) against ``reference`` (FP32)."""
@@ -75,7 +71,7 @@ def compare(reference: str | os.PathLike, candidate: str | os.PathLike, images: 
         "score_max_abs": float(np.abs(cand["score"] - ref["score"]).max()),
         "score_mean_abs": float(np.abs(cand["score"] - ref["score"]).mean()),
         "cls_logits_max_abs": float(np.abs(cand["cls_logits"] - ref["cls_logits"]).max()),
-        "patch_prob_mean_abs": float(np.abs(_fake_prob(cand["patch_logits"]) - _fake_prob(ref["patch_logits"])).mean()),
+        "patch_prob_mean_abs": float(np.abs(fake_probability(cand["patch_logits"]) - fake_probability(ref["patch_logits"])).mean()),
     }
     if labels is not None and len(set(labels.tolist())) == 2:
         report["auc_reference"] = roc_auc(labels, ref["score"])

@@ -16,8 +16,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from aunet.spec import fake_probability
+
 from .dataset import CalibrationSet
-from .quantize import QUANTIZED_OPS, activation_ranges, excluded_node_names, load_onnx_with_spec
+from .quantize import (
+    QUANTIZED_OPS,
+    activation_ranges,
+    excluded_node_names,
+    load_onnx_with_spec,
+)
 
 
 @dataclass
@@ -121,7 +128,7 @@ def scan(
         return dict(zip(spec.output_names, sess.run(list(spec.output_names), {spec.input_name: x}), strict=True))
 
     ref = run(proto.SerializeToString())
-    p_ref = _fake_prob(ref["patch_logits"])
+    p_ref = fake_probability(ref["patch_logits"])
     results = []
     for i, node in enumerate(candidates):
         variant, count = quantize_single_node(proto, node.name, ranges)
@@ -130,15 +137,11 @@ def scan(
             name=node.name, op_type=node.op_type, depthwise=_is_depthwise(node), quantized_inputs=count,
             score_max_abs=float(np.abs(out["score"] - ref["score"]).max()),
             cls_max_abs=float(np.abs(out["cls_logits"] - ref["cls_logits"]).max()),
-            patch_prob_mean_abs=float(np.abs(_fake_prob(out["patch_logits"]) - p_ref).mean()),
+            patch_prob_mean_abs=float(np.abs(fake_probability(out["patch_logits"]) - p_ref).mean()),
         ))
         if progress:
             progress(i + 1, len(candidates))
     return sorted(results, key=lambda r: (r.score_max_abs, r.patch_prob_mean_abs), reverse=True)
-
-
-def _fake_prob(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(logits[..., 1] - logits[..., 0])))
 
 
 def save_scan(path: str | os.PathLike, results: list[NodeSensitivity], **meta) -> Path:

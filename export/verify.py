@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from aunet.io import atomic_write_text
-from aunet.spec import SpecError
+from aunet.spec import SpecError, fake_probability
 
 from .reference import load_reference
 
@@ -39,14 +39,9 @@ THRESHOLDS: dict[str, list[tuple[str, str, str, float]]] = {
 }
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-
-
 def derived(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The probabilities a deployment acts on: softmax(cls)[fake] and softmax(patch)[fake] per token."""
-    return {"fake_prob": _sigmoid(outputs["cls_logits"][:, 1] - outputs["cls_logits"][:, 0]),
-            "patch_prob": _sigmoid(outputs["patch_logits"][..., 1] - outputs["patch_logits"][..., 0])}
+    return {"fake_prob": fake_probability(outputs["cls_logits"]), "patch_prob": fake_probability(outputs["patch_logits"])}
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -21,7 +21,7 @@ import numpy as np
 
 from aunet.crop import crop_face
 from aunet.faces import Face
-from aunet.spec import ModelSpec, SpecError
+from aunet.spec import ModelSpec, SpecError, fake_probability
 
 from .detect import FaceDetector, make_face_detector
 from .errors import InferenceError, describe
@@ -78,10 +78,7 @@ def region_maps(patch_logits: np.ndarray, spec: ModelSpec) -> np.ndarray:
     h, w = spec.patch_grid
     if patch_logits.ndim != 3 or patch_logits.shape[1:] != (h * w, 2):
         raise SpecError(f"patch_logits {list(patch_logits.shape)} do not fit the spec's {h}x{w} patch grid")
-    diff = patch_logits[..., 1].astype(np.float32) - patch_logits[..., 0].astype(np.float32)
-    # softmax(l)[1] == sigmoid(l1 - l0); clipped so exp never overflows
-    prob = 1.0 / (1.0 + np.exp(-np.clip(diff, -60.0, 60.0)))
-    return prob.reshape(-1, h, w)
+    return fake_probability(patch_logits).astype(np.float32).reshape(-1, h, w)
 
 
 class Detector:

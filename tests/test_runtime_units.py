@@ -211,6 +211,22 @@ def test_region_maps_are_patch_fake_probabilities_on_the_grid():
         region_maps(np.zeros((1, h * w + 1, 2), np.float32), spec)
 
 
+def test_fake_probability_is_the_softmax_fake_column_without_overflow():
+    """The one logits -> probability function that runtime, verification and INT8 reports share."""
+    import warnings
+
+    from aunet.spec import fake_probability
+
+    logits = np.random.default_rng(0).normal(scale=4, size=(5, 7, 2)).astype(np.float32)
+    e = np.exp(logits.astype(np.float64))
+    np.testing.assert_allclose(fake_probability(logits), e[..., 1] / e.sum(-1), rtol=1e-12)
+    assert fake_probability(logits).dtype == np.float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in exp
+        extreme = fake_probability(np.array([[0.0, 1e4], [1e4, 0.0], [-3e38, 3e38]], np.float32))
+    assert extreme.tolist()[:2] == [1.0, pytest.approx(0.0, abs=1e-25)] and extreme[2] == 1.0
+
+
 def test_check_spec_rejects_what_the_runtime_cannot_read():
     check_spec(small_spec())
     with pytest.raises(SpecError):
