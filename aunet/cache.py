@@ -31,6 +31,14 @@ STATUS_OK = "ok"
 FAILURES = ("unreadable", "no_frames", "no_face", "error")
 
 
+META_FILE = "cache.json"
+
+
+def is_face_cache(path: str | Path) -> bool:
+    """Whether ``path`` is a folder made by aunet-prep (it holds the cache's META_FILE)."""
+    return (Path(path) / META_FILE).is_file()
+
+
 class CacheError(ValueError):
     """A cache that is missing, malformed, or made with another crop size / crop spec."""
 
@@ -109,7 +117,7 @@ class CacheWriter:
         self.root = Path(root)
         self.size = int(size)
         self.crop = crop
-        meta_path = self.root / "cache.json"
+        meta_path = self.root / META_FILE
         if meta_path.exists():
             FaceCache(self.root, size=self.size, crop=crop)  # raises CacheError on a mismatch
         else:
@@ -142,7 +150,7 @@ class FaceCache:
 
     def __init__(self, root: str | Path, size: int | None = None, crop: CropSpec | None = None):
         self.root = Path(root)
-        meta_path = self.root / "cache.json"
+        meta_path = self.root / META_FILE
         if not meta_path.is_file():
             raise CacheError(f"{self.root} is not a face cache (no cache.json; make one with aunet-prep)")
         try:

@@ -150,10 +150,6 @@ def read_dfdcp(root: Path) -> list[LabeledFile]:
         raise EvalError(f"{root / 'dataset.json'} is not DFDC-Preview's metadata: {exc}") from None
 
 
-def is_face_cache(path: Path) -> bool:
-    return path.is_dir() and (path / "cache.json").is_file()
-
-
 def labeled_files(source: Path, compression: str = "c23") -> list[LabeledFile]:
     """The files and labels a labeled-set path names (see the module doc)."""
     if source.is_file():
@@ -176,7 +172,7 @@ def open_labeled(source: str | os.PathLike, cache_dir: Path, size: int, frames: 
                  console: Console | None = None, crop=None):
     """A FaceCache holding the labeled set: the source itself when it is a cache, else built (once, resumable)
     in cache_dir with aunet-prep's pipeline at the model's crop size, every face of ``frames`` frames a video."""
-    from .cache import CacheError, FaceCache
+    from .cache import CacheError, FaceCache, is_face_cache
     from .faces import DependencyError
     from .prep import PrepError, prepare_labeled
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aunet.cache import is_face_cache
 from aunet.io import atomic_write_bytes, atomic_write_text
 from aunet.spec import CropSpec, ModelSpec
 
@@ -205,7 +206,7 @@ def build(source: str | Path, spec: ModelSpec, n: int = DEFAULT_SIZE, seed: int 
     preprocessed (same detector, crop and size as training, via aunet.prep) into ``cache_dir`` (a temporary
     folder when None), ``frames`` per video, the largest face of each."""
     source = Path(source)
-    if (source / "cache.json").is_file():
+    if is_face_cache(source):
         return from_cache(source, spec, n, seed, split)
     if not source.exists():
         raise CalibrationError(f"calibration source not found: {source}")

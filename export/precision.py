@@ -22,6 +22,7 @@ import logging
 import os
 from pathlib import Path
 
+from aunet.cache import is_face_cache
 from aunet.spec import SpecError
 
 from .onnx_export import ExportError, check_and_save_onnx, read_onnx_spec, write_onnx_spec
@@ -105,7 +106,7 @@ def make_int8_onnx(src: str | os.PathLike, calib: str | os.PathLike | None, dst:
         raise SpecError(f"{src} is already {spec.precision}: quantize the FP32 export")
     calib = Path(calib)
     try:
-        data = from_cache(calib, spec) if (calib / "cache.json").is_file() else CalibrationSet.load(calib, spec)
+        data = from_cache(calib, spec) if is_face_cache(calib) else CalibrationSet.load(calib, spec)
         return Path(quantize(src, data, dst, target="tensorrt"))
     except CalibrationError as exc:
         raise CalibrationInputError(str(exc)) from None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aunet.cache import is_face_cache
 from aunet.io import atomic_path
 from aunet.spec import OUTPUT_NAMES, ModelSpec, SpecError
 
@@ -110,7 +111,7 @@ def load_face_crops(data: str | os.PathLike, spec: ModelSpec, n: int, seed: int 
     if not root.is_dir():
         raise ReferenceError(f"--data {root} is not a face cache or a folder of face crops")
     rng = np.random.default_rng(seed)
-    if (root / "cache.json").is_file():
+    if is_face_cache(root):
         images, labels = _crops_from_cache(root, spec, n, rng)
     else:
         images, labels = _crops_from_folder(root, spec.input_size, n, rng)
