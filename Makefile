@@ -28,7 +28,7 @@ bench: $(STAMP)
 bench-runtime: $(STAMP)
 	mkdir -p build/bench
 	$(PY) -c "import torch, aunet; from aunet.export.onnx_export import export_onnx; torch.manual_seed(0); export_onnx(aunet.build_model('paper').eval(), 'build/bench/paper.onnx')"
-	$(PY) -m aunet.sample_data build/bench/raw --images 64 --videos 0
+	$(PY) -m aunet.demo.sample_data build/bench/raw --images 64 --videos 0
 	$(VENV)/bin/aunet-prep build/bench/raw --out build/bench/faces --size 224 --frames 1
 	$(VENV)/bin/aunet-calib build build/bench/faces --model build/bench/paper.onnx --out build/bench/calib.npz
 	$(VENV)/bin/aunet-calib quantize --model build/bench/paper.onnx --calib build/bench/calib.npz --target cpu --method max --out build/bench/paper.int8-cpu.onnx

@@ -5,7 +5,9 @@ the torch-free runtime (``aunet.runtime``) works on boxes without torch.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_getattr
 
 from .config import NAMED_CONFIGS, ModelConfig
 
@@ -17,10 +19,4 @@ _LAZY = {"build_model": "aunet.model", "AUNet": "aunet.model", "AUNetOutput": "a
 if TYPE_CHECKING:  # pragma: no cover
     from .model import AUNet, AUNetOutput, build_model
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'aunet' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -33,7 +33,7 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class CropSpec:
-    """How a face crop is cut from a frame (aunet.crop implements it; training and the runtime share it).
+    """How a face crop is cut from a frame (aunet.faces.crop implements it; training and the runtime share it).
 
     The crop is the square of side max(w, h) * (1 + 2 * margin) centred on the detector's face box; parts
     outside the frame are black (zero padding, so the face keeps its place and scale at frame edges); it is

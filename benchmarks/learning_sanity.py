@@ -26,7 +26,7 @@ def build_cache(root: Path, n_train: int, n_heldout: int, size: int, seed: int, 
     from rich.console import Console
 
     from aunet.prep import PrepSettings, discover, run_prep
-    from aunet.sample_data import make_sample_images
+    from aunet.demo.sample_data import make_sample_images
 
     cache = cache or root / "cache"
     if (cache / "cache.json").is_file():
@@ -66,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from rich.console import Console
 
-    from aunet.cache import FaceCache
-    from aunet.data import FaceDataset, collate_pairs
+    from aunet.faces.cache import FaceCache
     from aunet.io import atomic_write_text
     from aunet.metrics import binary_metrics
-    from aunet.train import TrainError, _loader, load_train_config, predict, train
+    from aunet.train import TrainError, load_train_config, train
+    from aunet.train.data import FaceDataset, collate_pairs, make_loader
+    from aunet.train.validation import predict
 
     torch.set_num_threads(args.threads)
     console = Console(stderr=True)
@@ -100,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.time() - start
 
     # held-out real crops (untouched) vs their TAP fakes, with the final weights
-    from aunet.checkpoint import load_model
+    from aunet.model.checkpoint import load_model
 
     model = load_model(run / "last.pt")
     ds = FaceDataset(cache_dir, heldout, model_cfg, "cross", seed=12345, fixed=True)
-    labels, scores = predict(model, _loader(ds, 32, None, collate_pairs, 0, 0, torch.device("cpu")), torch.device("cpu"))
+    labels, scores = predict(model, make_loader(ds, 32, None, collate_pairs, 0, 0, torch.device("cpu")), torch.device("cpu"))
     metrics = binary_metrics(labels, scores)
     result = {
         "auc": metrics["auc"], "ap": metrics["ap"], "eer": metrics["eer"], "accuracy@0.5": metrics["accuracy"],

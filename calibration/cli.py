@@ -5,47 +5,62 @@ empty or tiny set); 3 a missing optional dependency (onnxruntime, nvidia-modelop
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Literal, Optional, Sequence
 
 import typer
 from rich.console import Console
 
+from aunet.backends import DEVICES
+from aunet.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_MISSING, fail, run
+from aunet.faces.cache import SPLITS
+from aunet.faces.detectors import DETECTORS
 from aunet.spec import SpecError
 
 from .dataset import DEFAULT_SIZE, CalibrationError, CalibrationSet, build
 from .quantize import METHODS, TARGETS, QuantizeError
+
+PROG = "aunet-calib"
+CACHE_SPLITS = tuple(s for s in SPLITS if s)  # "" marks a video of no split: not one to choose
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 out = Console()
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
+FP32_ONNX = "the FP32 ONNX from aunet-export onnx"
 
 
-def _spec(model: Path):
-    from aunet.runtime.backends import read_spec
+def _spec(model: Path, option: str = "--model", role: str = FP32_ONNX):
+    """The model's spec, or one error line saying what ``option`` takes (``role``)."""
+    from aunet.backends import read_spec
 
     try:
         return read_spec(model)
     except (SpecError, OSError, ValueError) as exc:
-        raise fail(f"{model}: {exc}") from None
+        msg = str(exc) if str(model) in str(exc) else f"{model}: {exc}"
+        raise fail(PROG, f"{msg} ({option} takes {role})", EXIT_BAD_INPUT) from None
+
+
+@contextlib.contextmanager
+def reported_warnings() -> Iterator[None]:
+    """Warnings (a small calibration set, ...) as ``aunet-calib: warning:`` lines on stderr, after the step."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr, flush=True)
 
 
 def _load_calib(path: Path, spec) -> CalibrationSet:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with reported_warnings():
         try:
-            calib = CalibrationSet.load(path, spec)
+            return CalibrationSet.load(path, spec)
         except CalibrationError as exc:
-            raise fail(str(exc)) from None
-    for w in caught:
-        console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
-    return calib
+            raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
 
 
 @app.command("build")
@@ -55,20 +70,18 @@ def build_cmd(
     out_path: Path = typer.Option(Path("calib.npz"), "--out", help="Writes OUT (.npz) and its .json provenance."),
     num: int = typer.Option(DEFAULT_SIZE, "--num", min=1, help="Crops to keep, spread over as many videos as possible."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    split: Optional[str] = typer.Option(None, help="Only this split of the cache (train/val/test)."),
-    frames: int = typer.Option(8, help="Frames per video when preprocessing raw media."),
-    detector: str = typer.Option("auto", help="Face detector for raw media: auto, retinaface or dlib."),
+    split: Optional[Literal[CACHE_SPLITS]] = typer.Option(None, help="Only this split of the cache (default: all)."),
+    frames: int = typer.Option(8, min=1, help="Frames per video when preprocessing raw media."),
+    detector: Literal[DETECTORS] = typer.Option("auto", help="Face detector for raw media (auto: RetinaFace when "
+                                                             "its weights are found, dlib otherwise)."),
 ) -> None:
     """Make the calibration set: face crops exactly as training and the runtime cut them."""
     spec = _spec(model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with reported_warnings():
         try:
             calib = build(source, spec, num, seed, split, frames=frames, detector=detector)
         except CalibrationError as exc:
-            raise fail(str(exc)) from None
-    for w in caught:
-        console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+            raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
     path = calib.save(out_path)
     videos = calib.provenance.get("num_videos", "?")
     out.print(f"calibration set: {len(calib)} crops of {calib.size}px from {videos} videos -> {path}")
@@ -79,8 +92,9 @@ def quantize_cmd(
     model: Path = typer.Option(..., "--model", help="FP32 ONNX from aunet-export onnx."),
     calib_path: Path = typer.Option(..., "--calib", help="Calibration set from aunet-calib build."),
     out_path: Optional[Path] = typer.Option(None, "--out", help="Default: model.int8.onnx (tensorrt) / model.int8-cpu.onnx (cpu)."),
-    target: str = typer.Option("tensorrt", help=f"Q/DQ placement: {' or '.join(TARGETS)}."),
-    method: str = typer.Option("entropy", help=f"Calibration: {', '.join(METHODS)}."),
+    target: Literal[TARGETS] = typer.Option("tensorrt", help="Q/DQ placement: for TensorRT engines or ONNX Runtime "
+                                                             "on the CPU."),
+    method: Literal[METHODS] = typer.Option("entropy", help="How activation ranges are calibrated."),
     exclude: List[str] = typer.Option([], help="Node name or regex kept in FP32 (repeatable)."),
     exclude_from: Optional[Path] = typer.Option(None, help="A sensitivity scan JSON: keep its --top nodes in FP32."),
     top: int = typer.Option(5, min=0, help="With --exclude-from: how many of the most sensitive nodes to keep in FP32."),
@@ -90,21 +104,21 @@ def quantize_cmd(
     from .sensitivity import exclusions_from_scan
 
     spec = _spec(model)
-    calib = _load_calib(calib_path, spec)
     names = list(exclude)
-    if exclude_from is not None:
+    if exclude_from is not None:  # a bad scan file is refused before the calibration set loads
         try:
             names += exclusions_from_scan(exclude_from, top)
         except ValueError as exc:
-            raise fail(str(exc)) from None
+            raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
+    calib = _load_calib(calib_path, spec)
     if out_path is None:
         out_path = model.with_name(model.stem + (".int8.onnx" if target == "tensorrt" else ".int8-cpu.onnx"))
     try:
         path = quantize(model, calib, out_path, target=target, method=method, exclude=names)
     except QuantizeError as exc:
-        raise fail(str(exc)) from None
+        raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
     except ImportError as exc:
-        raise fail(f"missing dependency: {exc.name} (pip install 'aunet[export]')", 3) from None
+        raise fail(PROG, f"missing dependency: {exc.name} (pip install 'aunet[export]')", EXIT_MISSING) from None
     out.print(f"INT8 ({target}, {method}, {len(calib)} crops, {len(names)} extra FP32 nodes) -> {path}")
 
 
@@ -112,7 +126,8 @@ def quantize_cmd(
 def scan_cmd(
     model: Path = typer.Option(..., "--model", help="FP32 ONNX."),
     calib_path: Path = typer.Option(..., "--calib", help="Calibration set."),
-    out_path: Path = typer.Option(Path("sensitivity.json"), "--out"),
+    out_path: Path = typer.Option(Path("sensitivity.json"), "--out", help="JSON ranking (for quantize "
+                                                                          "--exclude-from)."),
     num_images: int = typer.Option(16, min=8, help="Crops each variant runs on."),
     max_nodes: Optional[int] = typer.Option(None, min=1, help="Scan only the first N quantizable nodes."),
     show: int = typer.Option(15, min=0, help="Rows of the ranking to print."),
@@ -146,17 +161,18 @@ def report_cmd(
     data: Path = typer.Option(..., "--data", help="An aunet-prep cache: labeled faces, else real crops + TAP fakes."),
     num: int = typer.Option(256, min=2, help="Faces to evaluate."),
     out_path: Optional[Path] = typer.Option(None, "--out", help="JSON report."),
-    device: str = typer.Option("cpu", help="Backend device: auto, cpu or cuda."),
+    device: Literal[DEVICES] = typer.Option("cpu", help="Where both models run (a .plan needs a GPU)."),
 ) -> None:
     """FP32 vs INT8: AUC, decision agreement, per-head errors. Exit 1 when below the INT8 thresholds."""
     from .report import check_int8, compare, evaluation_faces, report_table, save_report
 
-    spec = _spec(fp32)
+    spec = _spec(fp32, "--fp32")
+    _spec(int8, "--int8", "the INT8 ONNX from aunet-calib quantize or an engine from aunet-export trt --int8")
     try:
         images, labels, kind = evaluation_faces(data, spec, num)
         report = compare(fp32, int8, images, labels, device=device)
     except (CalibrationError, SpecError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
     report["data"], report["data_kind"] = str(data), kind
     failed = check_int8(report)
     report["passed"], report["failures"] = not failed, failed
@@ -165,11 +181,11 @@ def report_cmd(
         save_report(out_path, report)
         out.print(f"report -> {out_path}")
     if failed:
-        raise fail("; ".join(failed), 1)
+        raise fail(PROG, "; ".join(failed), EXIT_CHECK_FAILED)
 
 
-def main() -> None:
-    app()
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run(app, PROG, argv)
 
 
 if __name__ == "__main__":

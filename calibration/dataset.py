@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from aunet.cache import is_face_cache
+from aunet.faces.cache import is_face_cache
 from aunet.io import atomic_write_bytes, atomic_write_text
 from aunet.spec import CropSpec, ModelSpec
 
@@ -171,7 +171,7 @@ def spread_sample(counts: list[int], n: int, rng: np.random.Generator) -> list[l
 
 def open_cache(cache_dir: str | Path, spec: ModelSpec, split: str | None = None):
     """(FaceCache, its videos with faces): the cache must have been cut with the model's size and CropSpec."""
-    from aunet.cache import CacheError, FaceCache
+    from aunet.faces.cache import CacheError, FaceCache
 
     try:
         cache = FaceCache(cache_dir, size=spec.input_size, crop=spec.crop)

@@ -42,7 +42,7 @@ class QuantizeError(RuntimeError):
 def load_onnx_with_spec(path: str | os.PathLike):
     import onnx
 
-    from aunet.export.onnx_export import read_onnx_spec
+    from aunet.artifacts import read_onnx_spec
 
     path = Path(path)
     if not path.is_file():
@@ -158,7 +158,7 @@ def quantize(
     """
     import onnx
 
-    from aunet.export.onnx_export import check_and_save_onnx, write_onnx_spec
+    from aunet.artifacts import check_and_save_onnx, write_onnx_spec
 
     if target not in TARGETS:
         raise QuantizeError(f"target must be one of {TARGETS}, got {target!r}")

@@ -14,13 +14,18 @@ from aunet.spec import ModelSpec, fake_probability
 from .dataset import open_cache, spread_sample
 
 BATCH = 16
+# INT8 acceptance, the same limits `aunet-export` verifies an INT8 ONNX or engine with (docs/export.md).
+# Deployed decisions: at most 2 faces in 100 may flip their real/fake verdict against FP32.
+MIN_DECISION_AGREEMENT = 0.98
+# Ranking quality, when the faces carry labels of both classes: INT8 may cost at most half an AUC point.
+MAX_AUC_DROP_POINTS = 0.5
 
 
 def evaluation_faces(cache_dir: str | os.PathLike, spec: ModelSpec, n: int = 256, seed: int = 0,
                      split: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(crops uint8 [N, S, S, 3], labels [N], kind): the cache's labeled real and fake faces when it has both,
-    otherwise its real crops plus a TAP fake of each (aunet.sbi), label 1."""
-    from aunet.sbi import make_tap_fake
+    otherwise its real crops plus a TAP fake of each (aunet.tap.sbi), label 1."""
+    from aunet.tap.sbi import make_tap_fake
 
     cache, videos = open_cache(cache_dir, spec, split)
     labeled = {v.label for v in videos} >= {0, 1}
@@ -43,7 +48,7 @@ def evaluation_faces(cache_dir: str | os.PathLike, spec: ModelSpec, n: int = 256
 
 
 def run_model(path: str | os.PathLike, images: np.ndarray, device: str = "cpu") -> tuple[dict[str, np.ndarray], ModelSpec]:
-    from aunet.runtime.backends import open_backend
+    from aunet.backends import open_backend
 
     with open_backend(path, device=device) as backend:
         lo, hi = backend.spec.value_range
@@ -80,8 +85,9 @@ def compare(reference: str | os.PathLike, candidate: str | os.PathLike, images: 
     return report
 
 
-def check_int8(report: dict[str, Any], min_agreement: float = 0.98, max_auc_drop_points: float = 0.5) -> list[str]:
-    """The INT8 acceptance thresholds of the export issue; returns what failed (empty = pass)."""
+def check_int8(report: dict[str, Any], min_agreement: float = MIN_DECISION_AGREEMENT,
+               max_auc_drop_points: float = MAX_AUC_DROP_POINTS) -> list[str]:
+    """Check a ``compare`` report against the INT8 acceptance thresholds; returns what failed (empty = pass)."""
     failed = []
     if report["decision_agreement"] < min_agreement:
         failed.append(f"decision agreement {report['decision_agreement']:.3f} < {min_agreement}")

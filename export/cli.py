@@ -16,56 +16,63 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from aunet.backends import DEVICES, ENGINE_SUFFIXES, ONNX_SUFFIXES
+from aunet.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_MISSING, exclusive, fail, run
 from aunet.spec import SpecError
 
+PROG = "aunet-export"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 console = Console(width=120)
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
 PRECISION_TAGS = ("fp32", "fp16", "int8")
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")  # ONNX Runtime's graph optimization levels
 
 
 class UsageError(ValueError):
     """Bad command-line input found by the CLI itself."""
 
 
-def fail(message: str, code: int) -> typer.Exit:
-    """One clear line on stderr; raise the returned Exit."""
-    typer.echo(f"aunet-export: {message}", err=True)
-    return typer.Exit(code)
-
-
 @contextlib.contextmanager
 def handled_errors() -> Iterator[None]:
     """Expected failures -> one line and a documented exit code, never a traceback."""
-    from aunet.runtime.backends import BackendError, BackendUnavailable
+    from aunet.backends import BackendError, BackendUnavailable
 
     from .detector import DetectorUnavailable
-    from .onnx_export import ExportError
+    from aunet.artifacts import ExportError
     from .precision import CalibrationInputError, PrecisionUnavailable
     from .reference import ReferenceError
 
     try:
         yield
     except (BackendUnavailable, PrecisionUnavailable, DetectorUnavailable) as exc:
-        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+        raise fail(PROG, str(exc), EXIT_MISSING) from None
     except (SpecError, ReferenceError, BackendError, UsageError, CalibrationInputError) as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
+        raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
     except ExportError as exc:
-        raise fail(str(exc), EXIT_CHECK_FAILED) from None
+        raise fail(PROG, str(exc), EXIT_CHECK_FAILED) from None
     except OSError as exc:  # unwritable folder, full disk, missing file
         where = f" {exc.filename}" if exc.filename else ""
-        raise fail(f"cannot access{where}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        raise fail(PROG, f"cannot access{where}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
     except Exception as exc:  # CheckpointError lives with torch: matched by name to keep this import light
         if type(exc).__name__ in ("CheckpointError", "CacheError"):
-            raise fail(str(exc), EXIT_BAD_INPUT) from None
+            raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
         raise
+
+
+def check_model_file(model: Path) -> None:
+    """An exported model (ONNX or engine) must be given: a training checkpoint gets a pointer to the export."""
+    from aunet.backends import BackendError, check_model_path
+
+    try:
+        check_model_path(model)
+    except BackendError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_writable(path: Path) -> None:
@@ -136,7 +143,7 @@ def run_verification(model: Path, ref: Path, *, device: str = "auto", precision:
                      optimization: Optional[str] = None, isolate: bool = True,
                      report: Optional[Path] = None, title: str = "verify") -> dict[str, Any]:
     """Verify, print the tables, write the JSON report; a usage error in the child is re-raised here."""
-    from aunet.runtime.backends import BackendUnavailable
+    from aunet.backends import BackendUnavailable
 
     from .verify import verify_isolated, verify_model, write_report
 
@@ -156,9 +163,15 @@ def run_verification(model: Path, ref: Path, *, device: str = "auto", precision:
     return result
 
 
+def require_passed(result: dict[str, Any], model: Path, ref: Path, consequence: str = "") -> None:
+    """A failed verification is the command's error (exit 1); the tables above say which checks failed."""
+    if not result["passed"]:
+        raise fail(PROG, f"{model.name} failed its verification against {ref.name}{consequence}", EXIT_CHECK_FAILED)
+
+
 @app.command()
 def onnx(
-    ckpt: Path = typer.Option(..., help="Training checkpoint (RUN/best.pt)."),
+    ckpt: Path = typer.Option(..., help="Training checkpoint (RUN/best.pt from aunet-train)."),
     out: Path = typer.Option(Path("model.onnx"), help="ONNX to write; model.ref.npz and the report go beside it."),
     data: Optional[Path] = typer.Option(None, help="Face cache (aunet-prep) or folder of face crops for the "
                                                    "reference bundle; synthetic inputs without it."),
@@ -172,12 +185,17 @@ def onnx(
     with handled_errors():
         if opset < 17:
             raise UsageError(f"--opset {opset}: 17 or later is needed (LayerNormalization)")
+        if ckpt.suffix.lower() in ONNX_SUFFIXES + ENGINE_SUFFIXES:
+            raise UsageError(f"{ckpt} is an exported model, not a training checkpoint: pass RUN/best.pt "
+                             "(aunet-export verify checks an exported model)")
+        if not ckpt.is_file():
+            raise UsageError(f"checkpoint not found: {ckpt}")
         if data is not None and not data.is_dir():
             raise UsageError(f"--data {data} is not a face cache or a folder of face crops")
         check_writable(out)
         ref_path = default_ref_path(out)
         check_writable(ref_path)
-        from aunet.checkpoint import load_model
+        from aunet.model.checkpoint import load_model
         from aunet.config import ModelConfig
 
         from .onnx_export import export_onnx, spec_for_model
@@ -193,16 +211,15 @@ def onnx(
             make_reference(model, spec, ref_path, samples=ref_samples, data=data)
         console.print(f"wrote {ref_path} ({ref_samples if data is None else 'up to ' + str(ref_samples)} samples)")
         if verify:
-            result = run_verification(out, ref_path, device="cpu", title="ONNX Runtime")
-            if not result["passed"]:
-                raise typer.Exit(EXIT_CHECK_FAILED)
+            require_passed(run_verification(out, ref_path, device="cpu", title="ONNX Runtime"), out, ref_path)
 
 
 @app.command()
 def trt(
     onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX from `aunet-export onnx`."),
-    fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 (ModelOpt AutoCast), FP32 I/O."),
-    int8: bool = typer.Option(False, "--int8", help="INT8 with explicit Q/DQ from calibration (needs --calib)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 (ModelOpt AutoCast), FP32 I/O (not with --int8)."),
+    int8: bool = typer.Option(False, "--int8", help="INT8 with explicit Q/DQ from calibration (needs --calib; "
+                                                    "not with --fp16)."),
     calib: Optional[Path] = typer.Option(None, help="Calibration set (calib.npz + calib.json) or face cache for --int8."),
     max_batch: int = typer.Option(32, min=1, help="Largest batch of the optimization profile."),
     opt_batch: Optional[int] = typer.Option(None, min=1, help="Batch TensorRT tunes for (default min(8, max))."),
@@ -215,10 +232,12 @@ def trt(
 ) -> None:
     """Write the FP16/INT8 ONNX (any machine), then build and verify a TensorRT engine (GPU + TensorRT)."""
     with handled_errors():
-        if fp16 == int8:
-            raise UsageError("choose exactly one of --fp16 and --int8")
+        exclusive(PROG, fp16=fp16, int8=int8)
+        if not (fp16 or int8):
+            raise UsageError("give --fp16 or --int8")
         precision = "fp16" if fp16 else "int8"
-        from aunet.runtime.backends import read_spec
+        check_model_file(onnx_path)
+        from aunet.backends import read_spec
 
         from .precision import make_fp16_onnx, make_int8_onnx, precision_path
 
@@ -239,10 +258,9 @@ def trt(
                 else:
                     make_int8_onnx(onnx_path, calib, precise)
             console.print(f"wrote {precise}")
-        if verify and ref.is_file():  # ONNX Runtime on this box, in a child process (see runtime.backends)
-            if not run_verification(precise, ref, title=f"{precision.upper()} ONNX on ONNX Runtime")["passed"]:
-                raise fail(f"{precise.name} failed its verification against {ref.name}: no engine built from it",
-                           EXIT_CHECK_FAILED)
+        if verify and ref.is_file():  # ONNX Runtime on this box, in a child process (see aunet.backends)
+            result = run_verification(precise, ref, title=f"{precision.upper()} ONNX on ONNX Runtime")
+            require_passed(result, precise, ref, ": no engine built from it")
         elif verify:
             console.print(f"[yellow]no reference bundle {ref}: {precise.name} not verified[/]")
 
@@ -255,32 +273,32 @@ def trt(
                                    timing_cache=cache)
         console.print(f"wrote {plan} and {plan.name}.json: TensorRT {sidecar['tensorrt']}, {sidecar['gpu']['name']} "
                       f"(compute {sidecar['gpu']['compute_capability']}), {precision}")
-        if verify and ref.is_file() and not run_verification(plan, ref, title="TensorRT engine")["passed"]:
-            raise typer.Exit(EXIT_CHECK_FAILED)
+        if verify and ref.is_file():
+            require_passed(run_verification(plan, ref, title="TensorRT engine"), plan, ref)
 
 
 @app.command("verify")
 def verify_cmd(
     model: Path = typer.Option(..., help="model.onnx, model.fp16.onnx or model.*.plan."),
     ref: Optional[Path] = typer.Option(None, help="Reference bundle (default: <model>.ref.npz beside it)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or tensorrt (ONNX Runtime providers)."),
-    precision: Optional[str] = typer.Option(None, help="Thresholds to apply (default: the model's precision)."),
-    optimization: Optional[str] = typer.Option(None, help="ONNX Runtime graph optimization: disable, basic, "
-                                                          "extended, all (default: safe for the precision)."),
+    device: Literal[DEVICES] = typer.Option("auto", help="Where the model runs (ONNX Runtime providers; "
+                                                         "an engine needs a GPU)."),
+    precision: Optional[Literal[PRECISION_TAGS]] = typer.Option(
+        None, help="Thresholds to apply (default: the model's precision)."),
+    optimization: Optional[Literal[OPTIMIZATION_LEVELS]] = typer.Option(
+        None, help="ONNX Runtime graph optimization (default: safe for the precision)."),
     report: Optional[Path] = typer.Option(None, help="JSON report (default: <model>.verify.json)."),
     isolate: bool = typer.Option(True, help="Run the backend in a child process (a crash becomes a failed check)."),
 ) -> None:
     """Verify an ONNX or engine against its PyTorch reference bundle (torch-free)."""
     with handled_errors():
         ref = ref or default_ref_path(model)
-        if not model.is_file():
-            raise UsageError(f"model not found: {model}")
+        check_model_file(model)
         if report:
             check_writable(report)
         result = run_verification(model, ref, device=device, precision=precision, optimization=optimization,
                                   isolate=isolate, report=report)
-        if not result["passed"]:
-            raise typer.Exit(EXIT_CHECK_FAILED)
+        require_passed(result, model, ref)
 
 
 @app.command()
@@ -296,8 +314,7 @@ def triton(
     with handled_errors():
         from .triton import write_repository
 
-        if not model.is_file():
-            raise UsageError(f"model not found: {model}")
+        check_model_file(model)
         try:
             config = write_repository(model, out, name=name, max_batch=max_batch, queue_delay_us=queue_delay_us)
         except ValueError as exc:
@@ -320,6 +337,8 @@ def detector(
     with handled_errors():
         from .detector import build_detector_engine, export_detector
 
+        if not weights.is_file():
+            raise UsageError(f"RetinaFace weights not found: {weights}")
         check_writable(out)
         plan = out.with_suffix(".plan")
         if trt_engine:
@@ -340,8 +359,8 @@ def detector(
             console.print(f"wrote {plan} and {plan.name}.json (TensorRT {side['tensorrt']}, {side['gpu']['name']})")
 
 
-def main() -> None:
-    app()
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run(app, PROG, argv)
 
 
 if __name__ == "__main__":

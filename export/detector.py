@@ -1,6 +1,6 @@
 """RetinaFace -> ONNX (and a TensorRT engine) so that an edge box detects faces without torch.
 
-The network is aunet.retinaface.RetinaFace (Pytorch_Retinaface layout, its weight files), exported as the
+The network is aunet.faces.retinaface_net.RetinaFace (Pytorch_Retinaface layout, its weight files), exported as the
 runtime's RetinaFaceOnnx (aunet/runtime/detect.py) expects it, at one fixed input size:
 
     image   float32 [1, 3, H, W]: BGR minus the mean (104, 117, 123), no scaling (Pytorch_Retinaface's input)
@@ -49,9 +49,10 @@ def detector_graph(net: Any) -> Any:
 
 
 def detector_metadata(network: str, size: int, weights: Path, opset: int) -> dict[str, Any]:
-    from aunet.retinaface import ANCHORS, RetinaFaceDetector
+    from aunet.faces.retinaface_net import ANCHORS, RetinaFaceDetector
 
-    from .onnx_export import exporter_versions, file_sha256
+    from aunet.artifacts import file_sha256
+    from .onnx_export import exporter_versions
 
     defaults = inspect.signature(RetinaFaceDetector.__init__).parameters  # the thresholds aunet-prep uses
     return {
@@ -68,7 +69,7 @@ def detector_metadata(network: str, size: int, weights: Path, opset: int) -> dic
 def load_retinaface(weights: str | os.PathLike) -> tuple[Any, str]:
     """(RetinaFace in eval mode, network name) from a Pytorch_Retinaface weight file."""
     try:
-        from aunet.retinaface import RetinaFace, load_state
+        from aunet.faces.retinaface_net import RetinaFace, load_state
     except ImportError:
         raise DetectorUnavailable("the RetinaFace network (aunet/retinaface.py) is not in this build") from None
     weights = Path(weights)
@@ -89,7 +90,7 @@ def export_detector(weights: str | os.PathLike, out_path: str | os.PathLike, *, 
     import onnx
     import torch
 
-    from .onnx_export import check_and_save_onnx
+    from aunet.artifacts import check_and_save_onnx
 
     net, network = load_retinaface(weights)
     buf = io.BytesIO()

@@ -9,15 +9,14 @@ keep the AU-importance normalization in float32.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aunet.io import atomic_path
-from aunet.spec import METADATA_KEY, OUTPUT_NAMES, ModelSpec, SpecError
+from aunet.artifacts import ExportError, check_and_save_onnx, file_sha256, write_onnx_spec
+from aunet.spec import OUTPUT_NAMES, ModelSpec, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -25,18 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_OPSET = 17  # the first opset with LayerNormalization; TensorRT 10/11 and ORT >= 1.14 parse it
 BATCH_DIM = "batch"
-
-
-class ExportError(RuntimeError):
-    """An export step failed (exporter, simplifier, checker): the artifact was not written."""
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def exporter_versions() -> dict[str, str]:
@@ -69,36 +56,6 @@ def spec_for_model(model: "torch.nn.Module", *, checkpoint: str | os.PathLike | 
         prov["checkpoint"] = Path(checkpoint).name
         prov["checkpoint_sha256"] = file_sha256(checkpoint)
     return ModelSpec.from_config(model.cfg, provenance=prov)
-
-
-def read_onnx_spec(model: "onnx.ModelProto") -> ModelSpec:
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelSpec.from_json(prop.value)
-    raise SpecError(f"the ONNX has no {METADATA_KEY!r} metadata: it was not exported by aunet-export")
-
-
-def write_onnx_spec(model: "onnx.ModelProto", spec: ModelSpec) -> None:
-    """Set (or replace) the spec JSON in ``metadata_props``."""
-    for i in reversed(range(len(model.metadata_props))):
-        if model.metadata_props[i].key == METADATA_KEY:
-            del model.metadata_props[i]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, spec.to_json()
-
-
-def check_and_save_onnx(model: "onnx.ModelProto", out_path: str | os.PathLike) -> Path:
-    """Full onnx.checker (with strict shape inference), then an atomic write."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"ONNX checker: {str(exc).splitlines()[0]}") from None
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
-    return out_path
 
 
 def _graph_io_dims(model: "onnx.ModelProto") -> dict[str, list[Any]]:
@@ -181,5 +138,4 @@ def export_onnx(
     return check_and_save_onnx(proto, out_path)
 
 
-__all__ = ["DEFAULT_OPSET", "ExportError", "export_onnx", "file_sha256", "read_onnx_spec", "spec_for_model",
-           "write_onnx_spec", "check_and_save_onnx"]
+__all__ = ["DEFAULT_OPSET", "export_onnx", "exporter_versions", "spec_for_model"]

@@ -8,7 +8,7 @@ FP16: NVIDIA ModelOpt AutoCast converts the graph to mixed precision, keeping th
 and, in float32, the numerically sensitive parts:
   * LayerNormalization (the variance of 256-wide tokens),
   * Softmax (attention; exp of float16 logits),
-  * the AU-importance normalization of Eqs. 3-4 (nodes under ``/importance/``, aunet.art.AUImportance): a sum of
+  * the AU-importance normalization of Eqs. 3-4 (nodes under ``/importance/``, aunet.model.art.AUImportance): a sum of
     dot products over 728 channels normalised by a squared norm, tiny differences of large numbers,
   * the score fusion and the heads' sigmoids (the output probability) stay float32 by AutoCast's I/O rule.
 INT8: explicit Q/DQ from calibration is the calibration module's job (aunet.calibration.quantize, ModelOpt PTQ
@@ -22,13 +22,13 @@ import logging
 import os
 from pathlib import Path
 
-from aunet.cache import is_face_cache
+from aunet.faces.cache import is_face_cache
 from aunet.spec import SpecError
 
-from .onnx_export import ExportError, check_and_save_onnx, read_onnx_spec, write_onnx_spec
+from aunet.artifacts import ExportError, check_and_save_onnx, read_onnx_spec, write_onnx_spec
 
 FP16_KEEP_OP_TYPES = ("LayerNormalization", "Softmax")
-FP16_KEEP_NODES = (r".*/importance/.*",)  # regexes over node names (aunet.art.AUImportance's scope)
+FP16_KEEP_NODES = (r".*/importance/.*",)  # regexes over node names (aunet.model.art.AUImportance's scope)
 
 
 class PrecisionUnavailable(RuntimeError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aunet.cache import is_face_cache
+from aunet.faces.cache import is_face_cache
 from aunet.io import atomic_path
 from aunet.spec import OUTPUT_NAMES, ModelSpec, SpecError
 
@@ -61,7 +61,7 @@ def _fit(rgb: np.ndarray, size: int) -> np.ndarray:
 def _crops_from_cache(root: Path, spec: ModelSpec, n: int, rng: np.random.Generator) -> tuple[list, list]:
     """Faces from an aunet-prep face cache, spread over as many videos as possible (first face of every video
     before any second one) and alternating between labels."""
-    from aunet.cache import CacheError, FaceCache
+    from aunet.faces.cache import CacheError, FaceCache
 
     try:
         cache = FaceCache(root, crop=spec.crop)  # the deployed crop: the reference must see what the runtime sees

@@ -3,23 +3,29 @@
 The network is strongly typed (TensorRT 11 knows nothing else; TensorRT 10 supports it): every tensor keeps
 the type the ONNX gives it, so ``model.fp16.onnx`` builds an FP16 engine and ``model.int8.onnx`` (Q/DQ) an INT8
 one, with no builder precision flags. One optimization profile covers batch 1..max_batch; the timing cache is
-read before and written after the build, so rebuilding on the same GPU is fast.
+read before and written after the build, so rebuilding on the same GPU is fast. A cache TensorRT will not take
+(corrupt, or from another GPU or TensorRT) is replaced by a fresh one, with one warning; a cache that cannot be
+written costs a warning, never the engine.
 
 The sidecar carries the spec and what the engine is tied to: the TensorRT version and the GPU (name,
-compute capability). aunet.runtime.backends refuses an engine whose sidecar does not match the box.
+compute capability). aunet.backends refuses an engine whose sidecar does not match the box.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from aunet.io import atomic_write_bytes, atomic_write_text
-from aunet.runtime.backends import PLAN_FORMAT, BackendUnavailable, cuda_devices, read_spec, sidecar_path
+from aunet.backends import (INSTALL_HINT, PLAN_FORMAT, BackendUnavailable, cuda_devices, read_spec, sidecar_path,
+                            tensorrt_logger, tensorrt_major)
 
-from .onnx_export import ExportError, file_sha256
+from aunet.artifacts import ExportError, file_sha256
+
+log = logging.getLogger(__name__)
 
 
 def tensorrt_status() -> tuple[Any, dict[str, Any]]:
@@ -27,7 +33,10 @@ def tensorrt_status() -> tuple[Any, dict[str, Any]]:
     try:
         import tensorrt as trt
     except ImportError:
-        raise BackendUnavailable("TensorRT is not installed (pip install 'aunet[trt]'); the engine was not built") from None
+        raise BackendUnavailable(f"TensorRT is not installed ({INSTALL_HINT}); the engine was not built") from None
+    if tensorrt_major(trt) < 10:  # no strongly typed networks: the precision in the ONNX would not be kept
+        raise BackendUnavailable(f"TensorRT {trt.__version__} is installed; aunet builds engines with TensorRT 10 or "
+                                 "11; the engine was not built")
     gpus = cuda_devices()
     if not gpus:
         raise BackendUnavailable(f"TensorRT {trt.__version__} is installed but no CUDA GPU is visible; "
@@ -36,18 +45,51 @@ def tensorrt_status() -> tuple[Any, dict[str, Any]]:
 
 
 def _network_flags(trt: Any) -> int:
-    flags = 0
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if strongly_typed is not None:
-        flags |= 1 << int(strongly_typed)
-    return flags
+    """STRONGLY_TYPED on TensorRT 10 (it opts in there); TensorRT 11 networks are always strongly typed and the
+    flag is deprecated and ignored."""
+    if tensorrt_major(trt) == 10:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
+
+
+def _attach_timing_cache(trt: Any, config: Any, path: Path) -> Any:
+    """Give ``config`` the cache in ``path`` or, when TensorRT will not take it, a fresh one (one warning).
+    Returns the attached cache (kept referenced until the build is done), or None if none could be made."""
+    problem, data = None, b""
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            problem = f"could not be read ({exc.strerror or exc})"
+    cache = config.create_timing_cache(data) if data else None
+    if data and cache is None:
+        problem = f"is not a TensorRT {trt.__version__} timing cache (corrupt, or from another TensorRT version)"
+    elif cache is not None and not config.set_timing_cache(cache, False):  # False: never use another GPU's timings
+        problem, cache = "was made on another GPU or by another TensorRT", None
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, False):
+            why = f" {problem}, and" if problem else ":"
+            log.warning(f"timing cache {path}{why} TensorRT could not create a new one: building without one")
+            return None
+    if problem:
+        log.warning(f"timing cache {path} {problem}: starting from an empty one, which replaces it after the build")
+    return cache
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    try:
+        atomic_write_bytes(path, bytes(config.get_timing_cache().serialize()))
+    except Exception as exc:  # the engine is built: a cache that cannot be written costs the next build time, no more
+        log.warning(f"the engine was built but its timing cache could not be saved to {path}: "
+                    f"{type(exc).__name__}: {exc}")
 
 
 def build_serialized(onnx_path: Path, input_name: str, shapes: tuple[tuple[int, ...], ...], *, workspace_gb: float,
                      timing_cache: str | os.PathLike | None) -> tuple[bytes, dict[str, Any]]:
     """(engine bytes, {tensorrt, gpu, strongly_typed}) for one optimization profile ``shapes`` = (min, opt, max)."""
     trt, gpu = tensorrt_status()
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = tensorrt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
@@ -59,15 +101,15 @@ def build_serialized(onnx_path: Path, input_name: str, shapes: tuple[tuple[int, 
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, *shapes)
     config.add_optimization_profile(profile)
-    cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)  # a cache from another GPU is not used
+    cache = _attach_timing_cache(trt, config, Path(timing_cache)) if timing_cache else None
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log above)")
-    if timing_cache:
-        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
-    tied_to = {"tensorrt": trt.__version__, "gpu": {"name": gpu["name"], "compute_capability": gpu["compute_capability"]},
-               "strongly_typed": bool(_network_flags(trt)) or int(trt.__version__.split(".")[0]) >= 11}
+    if cache is not None:
+        _save_timing_cache(config, Path(timing_cache))
+    tied_to = {"tensorrt": trt.__version__,
+               "gpu": {"name": gpu["name"], "compute_capability": gpu["compute_capability"]},
+               "strongly_typed": True}  # tensorrt_status() admits 10 (the flag is set) and later (always)
     return bytes(serialized), tied_to
 
 

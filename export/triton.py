@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from aunet.io import atomic_path, atomic_write_text
-from aunet.runtime.backends import ENGINE_SUFFIXES, read_plan_sidecar, read_spec, sidecar_path
+from aunet.backends import ENGINE_SUFFIXES, read_plan_sidecar, read_spec, sidecar_path
 from aunet.spec import ModelSpec
 
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".plan": ("tensorrt_plan", "model.plan"),

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from aunet.calibration.report import MAX_AUC_DROP_POINTS, MIN_DECISION_AGREEMENT
 from aunet.io import atomic_write_text
 from aunet.spec import SpecError, fake_probability
 
@@ -35,7 +36,7 @@ THRESHOLDS: dict[str, list[tuple[str, str, str, float]]] = {
     "fp32": [("max_abs", "cls_logits", "<=", 1e-4), ("max_abs", "patch_logits", "<=", 1e-4)],
     "fp16": [("max_abs", "fake_prob", "<=", 1e-2), ("mean_abs", "patch_prob", "<=", 1e-2),
              ("agreement", "decision", ">=", 0.99)],
-    "int8": [("agreement", "decision", ">=", 0.98), ("auc_drop_points", "score", "<=", 0.5)],
+    "int8": [("agreement", "decision", ">=", MIN_DECISION_AGREEMENT), ("auc_drop_points", "score", "<=", MAX_AUC_DROP_POINTS)],
 }
 
 
@@ -124,8 +125,8 @@ def verify_backend(backend: Any, ref_path: str | os.PathLike, *, precision: str 
 
 def verify_model(model_path: str | os.PathLike, ref_path: str | os.PathLike, *, device: str = "auto",
                  precision: str | None = None, optimization: str | None = None) -> dict[str, Any]:
-    """Open ``model_path`` (runtime.backends) and verify it in this process."""
-    from aunet.runtime.backends import open_backend
+    """Open ``model_path`` (aunet.backends) and verify it in this process."""
+    from aunet.backends import open_backend
 
     options = {"optimization": optimization} if optimization else {}
     with open_backend(model_path, device=device, **options) as backend:
@@ -172,7 +173,7 @@ def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def _child_main(argv: list[str]) -> int:
     """Entry of verify_isolated's child: MODEL REF OUT DEVICE [PRECISION] [OPTIMIZATION]."""
-    from aunet.runtime.backends import BackendError, BackendUnavailable
+    from aunet.backends import BackendError, BackendUnavailable
 
     from .reference import ReferenceError
 

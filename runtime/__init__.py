@@ -5,7 +5,9 @@ Submodules load on first use, so importing the package costs nothing.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aunet.lazy import lazy_getattr
 
 __all__ = ["Detector", "Sampling", "VideoResult", "open_backend"]
 
@@ -13,19 +15,13 @@ _LAZY = {
     "Detector": "aunet.runtime.pipeline",
     "Sampling": "aunet.runtime.sources",
     "VideoResult": "aunet.runtime.results",
-    "open_backend": "aunet.runtime.backends",
+    "open_backend": "aunet.backends",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backends import open_backend
+    from aunet.backends import open_backend
     from .pipeline import Detector
     from .results import VideoResult
     from .sources import Sampling
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'aunet.runtime' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

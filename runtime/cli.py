@@ -5,7 +5,8 @@ missing, unreadable, corrupt or empty video, a bad engine file, a spec mismatch)
 dependency or hardware (TensorRT, pycuda, a GPU, an engine built for another GPU or TensorRT); 4 inference
 failed (e.g. GPU out of memory); 130 stopped by Ctrl-C (the results so far are still written: how a webcam or
 stream run ends; a second Ctrl-C aborts). With several inputs, a bad one is recorded in the JSON and the
-others run; the exit code is then the worst one met.
+others run; the exit code is then the worst one met. Usage and file-kind errors, and inputs none of which
+exist, are refused before the model loads.
 """
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aunet.backends import DEVICES
+from aunet.cli import exclusive, fail, print_error, run
 from aunet.io import atomic_write_text
 from aunet.spec import SpecError
 
@@ -36,22 +39,29 @@ from .errors import (
     describe,
 )
 from .results import VERDICT_FAKE, error_record
-from .sources import Sampling, VideoSource, resolve_inputs, source_name
+from .sources import Sampling, VideoSource, is_live, resolve_inputs, source_name
+
+PROG = "aunet-infer"
 
 app = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 err = Console(stderr=True, width=120)
 
 
-def fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def check_engine_file(engine: Path) -> None:
+    """Refuse a file that cannot be a deployed model before anything loads."""
+    from aunet.backends import BackendError, check_model_path
+
+    try:
+        check_model_path(engine)
+    except BackendError as exc:
+        raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
 
 
 def engine_exit_code(exc: BaseException) -> int:
     """Opening the model: a missing package or GPU, an engine built elsewhere -> 3; a bad file or spec -> 2."""
     from aunet.faces import DependencyError
 
-    from .backends import BackendUnavailable, PlanMismatchError
+    from aunet.backends import BackendUnavailable, PlanMismatchError
 
     if isinstance(exc, (ImportError, BackendUnavailable, DependencyError, PlanMismatchError)):
         return EXIT_MISSING_DEPENDENCY
@@ -96,10 +106,16 @@ def infer(
     save_video: Optional[Path] = typer.Option(
         None, "--save-video", help="Annotated video (a folder when there are several inputs)."
     ),
-    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Analyse N frames spread evenly."),
-    every: Optional[int] = typer.Option(None, "--every", min=1, help="Analyse every K-th frame."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Override the spec's."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt (ONNX Runtime's TensorRT EP)."),
+    frames: Optional[int] = typer.Option(
+        None, "--frames", min=1, help="Analyse N frames spread evenly (not with --every; default: every frame)."
+    ),
+    every: Optional[int] = typer.Option(None, "--every", min=1, help="Analyse every K-th frame (not with --frames)."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", min=0.0, max=1.0, help="Fake-score threshold of the verdict (default: the spec's)."
+    ),
+    device: Literal[DEVICES] = typer.Option(
+        "auto", "--device", help="Where the model runs (tensorrt: ONNX Runtime's TensorRT EP; a .plan needs a GPU)."
+    ),
     detector: Optional[Path] = typer.Option(
         None, "--detector", help="RetinaFace ONNX from `aunet-export detector` (default: dlib HOG)."
     ),
@@ -114,22 +130,25 @@ def infer(
     """Score the faces of each video; print or write one JSON result per video."""
     from .pipeline import Detector
 
-    if device not in ("auto", "cpu", "cuda", "tensorrt"):
-        raise fail(f"--device must be auto, cpu, cuda or tensorrt, got {device!r}", EXIT_BAD_INPUT)
+    exclusive(PROG, frames=frames, every=every)
+    check_engine_file(engine)
     try:
         sampling = Sampling(frames=frames, every=every)
         targets = resolve_inputs(videos)
     except (ValueError, InputError) as exc:
-        raise fail(describe(exc), EXIT_BAD_INPUT) from None
+        raise fail(PROG, describe(exc), EXIT_BAD_INPUT) from None
+    # Missing files among others are recorded per input; when nothing would run, say so before loading the model.
+    missing = [source_name(t) for t in targets if not is_live(t) and not Path(str(t)).exists()]
+    if len(missing) == len(targets):
+        raise fail(PROG, f"no such file: {', '.join(missing)}", EXIT_BAD_INPUT)
     many = len(targets) > 1
     if save_video is not None and many and save_video.suffix:
-        raise fail("--save-video must be a folder when there are several inputs", EXIT_BAD_INPUT)
+        raise fail(PROG, "--save-video must be a folder when there are several inputs", EXIT_BAD_INPUT)
     if save_video is not None and not many and save_video.suffix.lower() not in VIDEO_CONTAINERS:
-        raise fail(f"--save-video: use one of {', '.join(VIDEO_CONTAINERS)}, not {save_video.name!r}", EXIT_BAD_INPUT)
-    if not engine.is_file():
-        raise fail(f"engine not found: {engine}", EXIT_BAD_INPUT)
+        raise fail(PROG, f"--save-video: use one of {', '.join(VIDEO_CONTAINERS)}, not {save_video.name!r}",
+                   EXIT_BAD_INPUT)
     if detector is not None and not detector.is_file():
-        raise fail(f"face detector model not found: {detector}", EXIT_BAD_INPUT)
+        raise fail(PROG, f"face detector model not found: {detector}", EXIT_BAD_INPUT)
     try:
         model = Detector(
             engine, device=device, threshold=threshold, batch_size=batch,
@@ -137,12 +156,13 @@ def infer(
         )
     except Exception as exc:
         msg = describe(exc)
-        raise fail(msg if str(engine) in msg else f"cannot load {engine}: {msg}", engine_exit_code(exc)) from None
+        raise fail(PROG, msg if str(engine) in msg else f"cannot load {engine}: {msg}",
+                   engine_exit_code(exc)) from None
     try:
         model.face_detector  # load it now: a missing dlib or a bad detector model is a startup error
     except Exception as exc:
         model.close()
-        raise fail(f"cannot load the face detector: {describe(exc)}", engine_exit_code(exc)) from None
+        raise fail(PROG, f"cannot load the face detector: {describe(exc)}", engine_exit_code(exc)) from None
 
     records: list[dict[str, Any]] = []
     code = EXIT_OK
@@ -161,7 +181,7 @@ def infer(
                 bad_input = isinstance(exc, (InputError, SpecError))
                 code = max(code, EXIT_BAD_INPUT if bad_input else EXIT_INFERENCE_FAILED)
                 records.append(error_record(name, describe(exc)))
-                err.print(f"[red]error:[/red] {describe(exc)}", highlight=False, soft_wrap=True)
+                print_error(PROG, describe(exc))
             except KeyboardInterrupt:
                 records.append(error_record(name, "interrupted"))
                 stop.set()
@@ -178,7 +198,7 @@ def infer(
         try:
             atomic_write_text(out, text + "\n")
         except OSError as exc:
-            raise fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+            raise fail(PROG, f"cannot write {out}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
     if not quiet:
         err.print(summary_table(records, model.backend.name))
     if fail_on_fake and code == EXIT_OK and any(r["verdict"] == VERDICT_FAKE for r in records):
@@ -255,7 +275,7 @@ def summary_table(records: list[dict], backend: str) -> Table:
     return table
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     import os
 
     import cv2
@@ -263,7 +283,7 @@ def main() -> None:
     # One error line per bad input, not OpenCV's warnings or FFmpeg's log (read when FFmpeg first opens a file).
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    app()
+    run(app, PROG, argv)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from aunet.crop import crop_face
+from aunet.faces.crop import crop_face
 from aunet.faces import Face
 from aunet.spec import ModelSpec, SpecError, fake_probability
 
-from .detect import FaceDetector, make_face_detector
+from aunet.faces import FaceDetector, make_face_detector
 from .errors import InferenceError, describe
 from .results import FacePredictions, FaceResult, FrameResult, VideoResult
 from .sources import Sampling, Target, VideoSource
@@ -101,7 +101,7 @@ class Detector:
         detector_model: Optional[str | Path] = None,
         detect_max_side: Optional[int] = None,
     ):
-        from .backends import open_backend
+        from aunet.backends import open_backend
 
         self.backend = open_backend(model, device=device, providers=providers)
         try:
@@ -137,7 +137,7 @@ class Detector:
     # --- faces ---------------------------------------------------------------------------------------------
 
     def predict_faces(self, crops: np.ndarray) -> FacePredictions:
-        """Face crops uint8 [N, S, S, 3] RGB, cut as ``aunet.crop.crop_face`` does -> scores and region maps."""
+        """Face crops uint8 [N, S, S, 3] RGB, cut as ``aunet.faces.crop.crop_face`` does -> scores and region maps."""
         x = preprocess(crops, self.spec)
         scores, maps = [], []
         for start in range(0, len(x), self.batch_size):

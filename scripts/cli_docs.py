@@ -17,15 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "cli.md"
 # (command as typed, module, Typer object in it)
 CLIS = [
-    ("aunet-prep", "aunet.prep", "prep_app"),
-    ("aunet-prep preview", "aunet.prep", "preview_app"),
-    ("aunet-train", "aunet.train", "app"),
-    ("aunet-eval", "aunet.evaluate", "app"),
+    ("aunet-prep", "aunet.prep.cli", "prep_app"),
+    ("aunet-prep preview", "aunet.prep.cli", "preview_app"),
+    ("aunet-train", "aunet.train.cli", "app"),
+    ("aunet-eval", "aunet.evaluate.cli", "app"),
     ("aunet-export", "aunet.export.cli", "app"),
     ("aunet-calib", "aunet.calibration.cli", "app"),
     ("aunet-infer", "aunet.runtime.cli", "app"),
-    ("aunet-bench", "aunet.bench", "app"),
-    ("python -m aunet.demo", "aunet.demo", "app"),
+    ("aunet-bench", "aunet.bench.cli", "app"),
+    ("python -m aunet.demo", "aunet.demo.demo", "app"),
 ]
 
 

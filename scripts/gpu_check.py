@@ -19,6 +19,46 @@ import time
 from pathlib import Path
 
 
+def limit_row(check: str, value: float, limit: float) -> tuple[str, str, str, bool]:
+    return check, f"{value:.3g}", f"<= {limit:g}", bool(value <= limit)
+
+
+def torch_checks(model, images, device: str = "cuda") -> list[tuple[str, str, str, bool]]:
+    """Checks 1 and 2 on ``device``: FP32 there vs FP32 on the CPU, then autocast FP16 / BF16 and pure .half()
+    vs FP32 there. ``model`` stays as it was (FP32, on the CPU): the runs use copies, because ``.half()`` rounds
+    the weights in place and ``.float()`` cannot undo it, and the export after these checks needs the FP32 weights."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from aunet.export.verify import derived
+
+    rows = []
+    with torch.inference_mode():
+        cpu = model(images)
+        dev_model = copy.deepcopy(model).to(device)
+        x = images.to(device)
+        fp32 = dev_model(x)
+        with torch.autocast(device, dtype=torch.float16):
+            amp = dev_model(x)
+        with torch.autocast(device, dtype=torch.bfloat16):  # what aunet-train's AMP uses on Ampere and later
+            bf16 = dev_model(x)
+        half = dev_model.half()(x.half())  # the copy: nothing reads it in FP32 again
+        del dev_model
+    for name in ("cls_logits", "patch_logits"):
+        diff = (getattr(fp32, name).cpu() - getattr(cpu, name)).abs().max().item()
+        rows.append(limit_row(f"torch {device.upper()} fp32 vs CPU: {name} max abs", diff, 1e-3))
+    want = derived({k: getattr(fp32, k).float().cpu().numpy() for k in ("cls_logits", "patch_logits")})
+    for label, out in (("autocast fp16", amp), ("autocast bf16", bf16), ("half()", half)):
+        got = derived({k: getattr(out, k).float().cpu().numpy() for k in ("cls_logits", "patch_logits")})
+        rows.append(limit_row(f"torch {device.upper()} {label}: fake_prob max abs",
+                              float(np.abs(got["fake_prob"] - want["fake_prob"]).max()), 1e-2))
+        rows.append(limit_row(f"torch {device.upper()} {label}: patch_prob mean abs",
+                              float(np.abs(got["patch_prob"] - want["patch_prob"]).mean()), 1e-2))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, help="trained checkpoint (default: an untrained model of --config)")
@@ -28,27 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=8)
     args = parser.parse_args(argv)
 
-    import numpy as np
     import torch
     from rich.console import Console
     from rich.table import Table
 
     import aunet
     from aunet.export.reference import synthetic_faces
-    from aunet.export.verify import derived
 
     console = Console(width=120)
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible to PyTorch; nothing checked", file=sys.stderr)
         return 3
     rows: list[tuple[str, str, str, bool | None]] = []  # check, value, limit, passed (None = reported only)
-
-    def add(check: str, value: float, limit: float, passed: bool | None = None) -> None:
-        ok = value <= limit if passed is None else passed
-        rows.append((check, f"{value:.3g}", f"<= {limit:g}", bool(ok)))
-
     if args.ckpt:
-        from aunet.checkpoint import load_model
+        from aunet.model.checkpoint import load_model
 
         model = load_model(args.ckpt)
     else:
@@ -59,25 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.from_numpy(synthetic_faces(args.samples, cfg.img_size, seed=0))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    with torch.inference_mode():
-        cpu = model(images)
-        cuda_model = model.cuda()
-        fp32 = cuda_model(images.cuda())
-        with torch.autocast("cuda", dtype=torch.float16):
-            amp = cuda_model(images.cuda())
-        with torch.autocast("cuda", dtype=torch.bfloat16):  # what aunet-train's AMP uses on Ampere and later
-            bf16 = cuda_model(images.cuda())
-        half = cuda_model.half()(images.cuda().half())
-        model.float().cpu()
-    for name in ("cls_logits", "patch_logits"):
-        diff = (getattr(fp32, name).cpu() - getattr(cpu, name)).abs().max().item()
-        add(f"torch CUDA fp32 vs CPU: {name} max abs", diff, 1e-3)
-    ref = {k: getattr(fp32, k).float().cpu().numpy() for k in ("cls_logits", "patch_logits")}
-    for label, out in (("autocast fp16", amp), ("autocast bf16", bf16), ("half()", half)):
-        got = derived({k: getattr(out, k).float().cpu().numpy() for k in ("cls_logits", "patch_logits")})
-        want = derived(ref)
-        add(f"torch CUDA {label}: fake_prob max abs", float(np.abs(got["fake_prob"] - want["fake_prob"]).max()), 1e-2)
-        add(f"torch CUDA {label}: patch_prob mean abs", float(np.abs(got["patch_prob"] - want["patch_prob"]).mean()), 1e-2)
+    rows.extend(torch_checks(model, images, device="cuda"))
 
     trt_note = ""
     try:

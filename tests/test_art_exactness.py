@@ -8,7 +8,7 @@ def rel_err(a, b):
 
 @pytest.mark.parametrize("shape", [(2, 6, 14, 14), (3, 5, 5, 7), (1, 4, 2, 3)])
 def test_fast_au_embedding_equals_k_convolutions(torch, shape):
-    from aunet.art import AUEmbedding
+    from aunet.model.art import AUEmbedding
 
     torch.manual_seed(0)
     b, c, h, w = shape
@@ -33,7 +33,7 @@ def test_fast_au_embedding_equals_k_convolutions(torch, shape):
 
 def test_fast_au_embedding_is_the_conv_not_a_lookalike(torch):
     """Guard against a test that cannot fail: a different conv weight changes the result."""
-    from aunet.art import AUEmbedding
+    from aunet.model.art import AUEmbedding
 
     torch.manual_seed(1)
     emb = AUEmbedding(4).double()
@@ -52,7 +52,7 @@ def plain_importance(e):
 
 
 def test_importance_equals_correlation_matrix_formula(torch):
-    from aunet.art import au_importance
+    from aunet.model.art import au_importance
 
     torch.manual_seed(0)
     e = (torch.randn(4, 15, 728, dtype=torch.float64) + 0.3).requires_grad_(True)
@@ -66,7 +66,7 @@ def test_importance_equals_correlation_matrix_formula(torch):
 
 
 def test_importance_is_float16_safe_where_plain_dot_products_overflow(torch):
-    from aunet.art import au_importance
+    from aunet.model.art import au_importance
 
     torch.manual_seed(0)
     e = torch.rand(2, 15, 728, dtype=torch.float64) * 40 + 10  # E_i · E_j ~ 4e5 > float16 max 65504
@@ -77,7 +77,7 @@ def test_importance_is_float16_safe_where_plain_dot_products_overflow(torch):
 
 
 def test_importance_zero_embeddings_stay_finite(torch):
-    from aunet.art import au_importance
+    from aunet.model.art import au_importance
 
     w = au_importance(torch.zeros(2, 15, 8))
     assert torch.isfinite(w).all()

@@ -1,10 +1,10 @@
-"""aunet.au_masks: the 15 AU regions, each where its landmark group is; hull mask; grid downsampling."""
+"""aunet.faces.au_masks: the 15 AU regions, each where its landmark group is; hull mask; grid downsampling."""
 import time
 
 import numpy as np
 import pytest
 
-from aunet.au_masks import (
+from aunet.faces.au_masks import (
     AU_LABELS,
     AU_REGIONS,
     MIRROR,

@@ -1,4 +1,4 @@
-"""aunet.runtime.backends: torch-free, chosen by suffix, spec from the artifact, engines tied to their GPU."""
+"""aunet.backends: torch-free, chosen by suffix, spec from the artifact, engines tied to their GPU."""
 import json
 import subprocess
 import sys
@@ -17,7 +17,7 @@ def plumbing_onnx(path, spec, opset=17):
     @ W, score = mean(cls). Exact in numpy, so backend plumbing is checked without a 190 MB export."""
     from onnx import TensorProto, helper, numpy_helper
 
-    import aunet.export.onnx_export as ox
+    import aunet.artifacts as ox
 
     w = np.array([[1.0, -1.0], [0.5, 2.0], [-2.0, 0.25]], np.float32)
     nodes = [
@@ -61,14 +61,14 @@ def onnx_model(tmp_path_factory):
 
 
 def test_importing_the_runtime_backends_loads_no_heavy_module():
-    code = ("import sys, aunet.runtime.backends; "
+    code = ("import sys, aunet.backends; "
             "print(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt', 'pycuda', 'onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_onnx_backend_runs_the_graph_at_any_batch(onnx_model):
-    from aunet.runtime.backends import OnnxRuntimeBackend, open_backend
+    from aunet.backends import OnnxRuntimeBackend, open_backend
 
     rng = np.random.default_rng(0)
     with open_backend(onnx_model, device="cpu") as backend:
@@ -88,7 +88,7 @@ def test_onnx_backend_runs_the_graph_at_any_batch(onnx_model):
 
 
 def test_reduced_precision_graphs_get_the_safe_ort_level(tmp_path):
-    from aunet.runtime.backends import open_backend
+    from aunet.backends import open_backend
 
     path = plumbing_onnx(tmp_path / "m.fp16.onnx", ModelSpec.from_config(SMALL, provenance={"precision": "fp16"}))
     with open_backend(path, device="cpu") as backend:
@@ -98,7 +98,7 @@ def test_reduced_precision_graphs_get_the_safe_ort_level(tmp_path):
 
 
 def test_read_spec_and_bad_artifacts(onnx_model, tmp_path):
-    from aunet.runtime.backends import BackendError, open_backend, read_spec
+    from aunet.backends import BackendError, open_backend, read_spec
 
     assert read_spec(onnx_model).model == SMALL.to_dict()
     no_meta = plumbing_onnx(tmp_path / "foreign.onnx", None)
@@ -115,7 +115,7 @@ def test_read_spec_and_bad_artifacts(onnx_model, tmp_path):
 
 
 def test_device_choice(onnx_model):
-    from aunet.runtime.backends import BackendError, BackendUnavailable, cuda_devices, ort_providers
+    from aunet.backends import BackendError, BackendUnavailable, cuda_devices, ort_providers
 
     assert ort_providers("cpu") == ["CPUExecutionProvider"]
     assert ort_providers("auto")[-1] == "CPUExecutionProvider"
@@ -136,7 +136,7 @@ def sidecar(**changes):
 
 
 def test_engine_sidecar_is_checked_against_the_box():
-    from aunet.runtime.backends import PlanMismatchError, check_plan_sidecar
+    from aunet.backends import PlanMismatchError, check_plan_sidecar
 
     box = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     check_plan_sidecar(sidecar(), tensorrt_version="10.3.0", gpu=box)  # same box: accepted
@@ -152,7 +152,7 @@ def test_engine_sidecar_is_checked_against_the_box():
 
 
 def test_engine_spec_comes_from_the_sidecar(tmp_path):
-    from aunet.runtime.backends import (BackendError, BackendUnavailable, TensorRTBackend, cuda_devices,
+    from aunet.backends import (BackendError, BackendUnavailable, TensorRTBackend, cuda_devices,
                                         open_backend, read_spec)
 
     plan = tmp_path / "model.fp16.plan"
@@ -263,7 +263,7 @@ def fake_tensorrt_and_cuda(max_batch, calls):
 def test_tensorrt_backend_plumbing_with_fake_driver(tmp_path, monkeypatch):
     import types
 
-    import aunet.runtime.backends as backends
+    import aunet.backends as backends
 
     calls = []
     trt, cuda, memory = fake_tensorrt_and_cuda(max_batch=4, calls=calls)

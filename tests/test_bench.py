@@ -1,21 +1,25 @@
 """`aunet-bench backends` and `aunet-bench pipeline` on the small model (tiny runs: the numbers are not checked,
-their consistency is)."""
+their consistency is), the thresholds, and the command's one-line errors."""
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
-from aunet.bench import app, latency_stats, run_isolated
-
-pytest.importorskip("onnxruntime")
+from aunet.bench.backends import (MIN_FP32_FACES_PER_S, MIN_INT8_AGREEMENT, MIN_INT8_SPEEDUP, MIN_SPEEDUP_VS_NAIVE,
+                                  run_isolated, threshold_checks)
+from aunet.bench.cli import app, main
+from aunet.bench.measure import cpu_model_and_flags, latency_stats
 
 
 @pytest.fixture(scope="module")
 def small_onnx(torch, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
     from aunet.export.onnx_export import export_onnx
 
     import aunet
@@ -70,7 +74,7 @@ def test_backends_table_and_json(small_onnx, tmp_path):
     ratio = onnx_row["faces_per_s"]["2"] / naive_row["faces_per_s"]["2"]
     assert onnx_row["speedup_vs_naive"]["2"] == pytest.approx(ratio)
     assert onnx_row["agreement_vs_first"] == 1.0 and len(onnx_row["scores"]) == 2
-    assert doc["targets"] == []  # the paper's targets are stated at batch 8, not measured here
+    assert doc["thresholds"] == []  # the throughput bars are stated at batch 8, not measured here
     assert invoke("backends", tmp_path / "none.onnx").exit_code == 2
 
 
@@ -85,3 +89,125 @@ def test_pipeline_frames_per_second_and_memory(small_onnx, tmp_path):
     assert doc["peak_rss_mb"] >= doc["rss_peak_sampled_mb"] * 0.99 > 0
     assert doc["rss_samples"] and doc["backend"].startswith("onnxruntime")
     assert invoke("pipeline", "--engine", tmp_path / "none.onnx").exit_code == 2
+
+
+def test_check_fails_when_no_threshold_applies(small_onnx):
+    """--check never passes vacuously: batch 1 alone answers none of the thresholds."""
+    res = invoke("backends", small_onnx, "--batch", "1", "--repeats", "1", "--warmup", "0", "--no-naive", "--check")
+    assert res.exit_code == 1
+    assert_one_error_line(res.stderr, "--check: no threshold applies")
+
+
+def _row(runner, backend, precision, faces_per_s_b8, scores=None, threshold=0.5):
+    row = {"runner": runner, "backend": backend, "precision": precision, "faces_per_s": {"8": faces_per_s_b8}}
+    if scores is not None:
+        row.update(scores=scores, threshold=threshold)
+    return row
+
+
+def test_thresholds_are_named_for_what_they_protect():
+    naive = _row("torch naive", "eager cpu 2t", "fp32", 1.0)
+    fp32 = _row("m.onnx", "ort:cpu", "fp32", 12.0, [0.1, 0.9, 0.6, 0.2])
+    int8 = _row("m.int8.onnx", "ort:cpu", "int8", 24.0, [0.1, 0.9, 0.6, 0.2])
+    checks = threshold_checks([fp32, int8, naive])
+    assert [(c.name, c.met) for c in checks] == [
+        ("ONNX FP32 throughput on CPU (batch 8)", True),
+        ("ONNX FP32 speed-up over naive PyTorch eager (batch 8)", True),
+        ("INT8 faster than FP32 (batch 8)", True),
+        ("INT8 decision agreement with FP32", True),
+    ]
+    assert [c.required for c in checks] == [f">= {MIN_FP32_FACES_PER_S:g} faces/s", f">= {MIN_SPEEDUP_VS_NAIVE:g}x",
+                                            f">= {MIN_INT8_SPEEDUP:g}x", f">= {100 * MIN_INT8_AGREEMENT:g}%"]
+    # each bar missed: too slow, too little gain over naive, INT8 not faster, INT8 flips a decision
+    slow_fp32 = _row("m.onnx", "ort:cpu", "fp32", 6.0, [0.1, 0.9, 0.6, 0.2])
+    flipping_int8 = _row("m.int8.onnx", "ort:cpu", "int8", 6.0, [0.1, 0.9, 0.4, 0.2])
+    checks = threshold_checks([slow_fp32, flipping_int8, naive])
+    assert [c.met for c in checks] == [False, False, False, False]
+    assert checks[0].measured == "6.00 faces/s" and checks[3].measured == "75.0%"
+    # a crashed row answers nothing
+    assert threshold_checks([{"runner": "m.onnx", "error": "crashed (killed by signal 11)"}]) == []
+
+
+def test_cpu_flags_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse avx2 avx512_vnni fma\n\n"
+                       "processor\t: 1\nflags\t\t: fpu amx_int8\n")
+    assert cpu_model_and_flags(str(cpuinfo)) == ("Some CPU", ["avx2", "fma", "avx512_vnni"])
+
+
+def test_importing_the_command_needs_no_torch():
+    code = "import sys, aunet.bench.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+# --- errors: one line `aunet-bench: error: ...` on stderr, and the command's exit code ---------------------------
+
+
+def assert_one_error_line(stderr: str, expected: str) -> None:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("aunet-bench: error: ") and expected in lines[0], lines[0]
+
+
+def main_error(capsys, *args) -> tuple[int, str]:
+    """Exit code and stderr of the console entry point (usage errors only come out one-line through run())."""
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in args])
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_bad_inputs_are_one_line_errors_before_any_work(tmp_path):
+    ckpt, text, garbage = tmp_path / "best.pt", tmp_path / "notes.txt", tmp_path / "garbage.onnx"
+    for f, content in ((ckpt, b"x"), (text, b"x"), (garbage, b"not an onnx")):
+        f.write_bytes(content)
+    cases = [
+        (("backends", tmp_path / "none.onnx"), "model not found"),
+        (("backends", ckpt), f"{ckpt} is a PyTorch checkpoint: export it first with aunet-export onnx --ckpt {ckpt}"),
+        (("backends", text), "unknown model type '.txt'"),
+        (("backends", garbage), "not a readable ONNX model"),
+        (("backends", "--no-naive"), "nothing to time"),
+        (("pipeline", "--engine", tmp_path / "none.onnx"), "model not found"),
+        (("pipeline", "--engine", ckpt), "export it first with aunet-export onnx"),
+        (("pipeline", "--engine", garbage), "not a readable ONNX model"),
+    ]
+    for args, expected in cases:
+        res = invoke(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert_one_error_line(res.stderr, expected)
+        assert "error" not in res.stdout
+
+
+def test_model_given_with_config_is_refused(small_onnx):
+    res = invoke("backends", small_onnx, "--config", "small")
+    assert res.exit_code == 2
+    assert_one_error_line(res.stderr, "--config is for runs without a model file")
+
+
+def test_missing_video_is_refused(small_onnx, tmp_path):
+    res = invoke("pipeline", "--engine", small_onnx, "--video", tmp_path / "none.mp4")
+    assert res.exit_code == 2
+    assert_one_error_line(res.stderr, f"video not found: {tmp_path / 'none.mp4'}")
+
+
+def test_model_benchmark_without_torch_exits_3(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    res = invoke("model", "--config", "small")
+    assert res.exit_code == 3
+    assert_one_error_line(res.stderr, "aunet-bench model needs PyTorch")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("model", "--config", "huge"), "'--config'"),
+    (("backends", "--device", "npu"), "'--device'"),
+    (("backends", "--torch-device", "mps"), "'--torch-device'"),
+    (("pipeline", "--engine", "m.onnx", "--device", "npu"), "'--device'"),
+    (("pipeline", "--engine", "m.onnx", "--size", "10x10"), "the video must be at least 64x64"),
+    (("pipeline", "--engine", "m.onnx", "--size", "big"), "expected WIDTHxHEIGHT"),
+    (("pipeline", "--engine", "m.onnx", "--json", "."), "is a folder, expected a file path"),
+    (("backends", "--bogus"), "--bogus"),
+])
+def test_usage_errors_are_one_line_exit_2(capsys, args, expected):
+    code, stderr = main_error(capsys, *args)
+    assert code == 2
+    assert_one_error_line(stderr, expected)

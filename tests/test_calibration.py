@@ -25,7 +25,7 @@ def small_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spec(small_onnx):
-    from aunet.runtime.backends import read_spec
+    from aunet.backends import read_spec
 
     return read_spec(small_onnx)
 
@@ -34,7 +34,7 @@ def spec(small_onnx):
 def face_cache(tmp_path_factory, spec):
     """A real prep cache of sample faces (skimage's astronaut, varied), cut with the model's spec."""
     from aunet.prep import PrepSettings, discover, run_prep
-    from aunet.sample_data import make_sample_images
+    from aunet.demo.sample_data import make_sample_images
 
     root = tmp_path_factory.mktemp("faces")
     make_sample_images(root / "raw", 12, np.random.default_rng(0))
@@ -115,7 +115,7 @@ def _ops(path):
 @pytest.mark.parametrize("target,method", [("cpu", "max"), ("tensorrt", "percentile")])
 def test_quantize_keeps_sensitive_parts_fp32_and_stays_close(small_onnx, calib, spec, tmp_path, target, method):
     from aunet.calibration.quantize import quantize
-    from aunet.runtime.backends import open_backend, read_spec
+    from aunet.backends import open_backend, read_spec
 
     out = quantize(small_onnx, calib, tmp_path / f"model.{target}.onnx", target=target, method=method)
     nodes = _ops(out)
@@ -196,6 +196,7 @@ def test_report_and_cli(small_onnx, calib, face_cache, tmp_path):
     r = run("build", face_cache, "--model", small_onnx, "--out", calib_path)
     assert r.returncode == 0, r.stderr
     assert "warning" in r.stderr and calib_path.is_file()
+    assert all(line.startswith("aunet-calib: warning: ") for line in r.stderr.strip().splitlines()), r.stderr
     int8 = tmp_path / "model.int8-cpu.onnx"
     r = run("quantize", "--model", small_onnx, "--calib", calib_path, "--target", "cpu", "--method", "max", "--out", int8)
     assert r.returncode == 0, r.stderr
@@ -205,8 +206,49 @@ def test_report_and_cli(small_onnx, calib, face_cache, tmp_path):
     assert data["data_kind"] == "real_vs_tap" and data["num_faces"] >= 16
     assert 0 <= data["decision_agreement"] <= 1 and "auc_drop_points" in data
     assert r.returncode == (0 if data["passed"] else 1), r.stderr
+    if not data["passed"]:  # the failed thresholds, as the one error line after the table
+        lines = r.stderr.strip().splitlines()
+        assert lines[-1] == f"aunet-calib: error: {'; '.join(data['failures'])}"
+        assert sum("error:" in line for line in lines) == 1, r.stderr
     # bad input: one line, exit 2
     r = run("quantize", "--model", tmp_path / "nope.onnx", "--calib", calib_path)
     assert r.returncode == 2 and r.stderr.count("\n") <= 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("aunet-calib: error: ") and r.stderr.count("\n") == 1
     r = run("build", tmp_path / "empty-dir-that-does-not-exist", "--model", small_onnx, "--out", tmp_path / "x.npz")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    missing_source = tmp_path / "empty-dir-that-does-not-exist"
+    assert r.stderr == f"aunet-calib: error: calibration source not found: {missing_source}\n"
+
+
+def test_int8_thresholds():
+    from aunet.calibration.report import MAX_AUC_DROP_POINTS, MIN_DECISION_AGREEMENT, check_int8
+
+    assert check_int8({"decision_agreement": MIN_DECISION_AGREEMENT, "auc_drop_points": MAX_AUC_DROP_POINTS}) == []
+    assert check_int8({"decision_agreement": 1.0}) == []  # unlabeled: no AUC to check
+    failed = check_int8({"decision_agreement": MIN_DECISION_AGREEMENT - 0.01,
+                         "auc_drop_points": MAX_AUC_DROP_POINTS + 0.1})
+    assert len(failed) == 2 and failed[0].startswith("decision agreement") and failed[1].startswith("AUC drop")
+
+
+def test_cli_refuses_bad_choices_and_checkpoints_before_loading(tmp_path, capsys):
+    """--target / --method / --detector outside their values: refused at parse time (the calibration set named
+    here does not exist: had it been loaded first, its error would have been the one reported). A training
+    checkpoint as --model: one line saying what the option takes. All exit 2 with one line on stderr."""
+    from aunet.calibration.cli import main
+
+    missing = str(tmp_path / "calib.npz")
+    ckpt = str(tmp_path / "best.pt")
+    for argv, text in (
+        (["quantize", "--model", ckpt, "--calib", missing, "--target", "gpu"],
+         "'gpu' is not one of 'tensorrt', 'cpu'"),
+        (["quantize", "--model", ckpt, "--calib", missing, "--method", "minmax"], "'minmax' is not one of"),
+        (["build", str(tmp_path), "--model", ckpt, "--detector", "hog"], "'hog' is not one of"),
+        (["report", "--fp32", ckpt, "--int8", ckpt, "--data", str(tmp_path), "--device", "gpu"],
+         "'gpu' is not one of"),
+        (["quantize", "--model", ckpt, "--calib", missing], "(--model takes the FP32 ONNX from aunet-export onnx)"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and out == "", (argv, err)
+        assert err.count("\n") == 1 and err.startswith("aunet-calib: error: ") and text in err, (argv, err)

@@ -1,9 +1,9 @@
-"""aunet.crop: the CropSpec geometry (centre, scale, padding at frame edges) and the frame -> crop affine."""
+"""aunet.faces.crop: the CropSpec geometry (centre, scale, padding at frame edges) and the frame -> crop affine."""
 import cv2
 import numpy as np
 import pytest
 
-from aunet.crop import crop_box, crop_face, invert_affine, to_crop_coords
+from aunet.faces.crop import crop_box, crop_face, invert_affine, to_crop_coords
 from aunet.spec import CropSpec
 
 

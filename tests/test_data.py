@@ -1,8 +1,8 @@
-"""aunet.data: per-epoch frame sampling, hold-out, TAP pairs and the reals-then-fakes batch layout.
+"""aunet.train.data: per-epoch frame sampling, hold-out, TAP pairs and the reals-then-fakes batch layout.
 
-``build_face_cache`` (used by test_train / test_eval too) writes a real aunet.cache cache of skimage's
+``build_face_cache`` (used by test_train / test_eval too) writes a real aunet.faces.cache cache of skimage's
 astronaut face: dlib finds the face and its 68 landmarks once, then small random rotations, scalings, shifts
-and brightness changes make distinct frames; crops are cut with aunet.crop exactly as aunet-prep does.
+and brightness changes make distinct frames; crops are cut with aunet.faces.crop exactly as aunet-prep does.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def astronaut_face():
 def astronaut_crop(size: int):
     """The astronaut's face cropped as aunet-prep crops it (CropSpec) at ``size`` px, and its 68 landmarks in
     crop coordinates."""
-    from aunet.crop import crop_face, to_crop_coords
+    from aunet.faces.crop import crop_face, to_crop_coords
     from aunet.spec import CropSpec
 
     img, box, lm = astronaut_face()
@@ -38,7 +38,7 @@ def astronaut_frames(n: int, size: int = 112, seed: int = 0):
     """n face crops [n, size, size, 3] and their landmarks [n, 68, 2] (crop coordinates)."""
     import cv2
 
-    from aunet.crop import crop_face, to_crop_coords
+    from aunet.faces.crop import crop_face, to_crop_coords
     from aunet.spec import CropSpec
 
     img, box, lm = astronaut_face()
@@ -60,7 +60,7 @@ def astronaut_frames(n: int, size: int = 112, seed: int = 0):
 def build_face_cache(root, videos, size: int = 112, seed: int = 0):
     """A cache with one entry per (video_id, num_faces, label[, split[, method]]); num_faces 0 records a
     video where no face was found (status "no_face")."""
-    from aunet.cache import CacheWriter, VideoFaces, VideoRecord
+    from aunet.faces.cache import CacheWriter, VideoFaces, VideoRecord
     from aunet.spec import CropSpec
 
     writer = CacheWriter(root, size, CropSpec())
@@ -81,7 +81,7 @@ def build_face_cache(root, videos, size: int = 112, seed: int = 0):
 
 
 def test_sample_faces_draws_up_to_k_per_video_and_changes_per_epoch():
-    from aunet.data import sample_faces
+    from aunet.train.data import sample_faces
 
     class Rec:
         def __init__(self, vid, n):
@@ -95,7 +95,7 @@ def test_sample_faces_draws_up_to_k_per_video_and_changes_per_epoch():
 
 
 def test_split_holds_out_videos_and_never_loses_the_only_one():
-    from aunet.data import split_train_val
+    from aunet.train.data import split_train_val
 
     class Rec:
         def __init__(self, vid, split=""):
@@ -112,9 +112,9 @@ def test_split_holds_out_videos_and_never_loses_the_only_one():
 
 
 def test_cross_protocol_batch_is_reals_then_their_fakes(torch, tmp_path):
-    from aunet.cache import FaceCache
+    from aunet.faces.cache import FaceCache
     from aunet.config import ModelConfig
-    from aunet.data import FaceDataset, collate_pairs, usable_records
+    from aunet.train.data import FaceDataset, collate_pairs, usable_records
 
     root = build_face_cache(tmp_path / "c", [("r1", 3, 0), ("r2", 2, -1), ("f1", 2, 1, "", "Deepfakes")])
     cfg = ModelConfig.named("small")
@@ -140,9 +140,9 @@ def test_cross_protocol_batch_is_reals_then_their_fakes(torch, tmp_path):
 
 
 def test_validation_set_is_fixed_and_keeps_reals_untouched(torch, tmp_path):
-    from aunet.cache import FaceCache
+    from aunet.faces.cache import FaceCache
     from aunet.config import ModelConfig
-    from aunet.data import FaceDataset
+    from aunet.train.data import FaceDataset
 
     root = build_face_cache(tmp_path / "c", [("r1", 2, 0)])
     cache = FaceCache(root)
@@ -155,9 +155,9 @@ def test_validation_set_is_fixed_and_keeps_reals_untouched(torch, tmp_path):
 
 
 def test_in_protocol_needs_labels_and_gives_no_token_targets(torch, tmp_path):
-    from aunet.cache import FaceCache
+    from aunet.faces.cache import FaceCache
     from aunet.config import ModelConfig
-    from aunet.data import FaceDataset, collate_labeled, usable_records
+    from aunet.train.data import FaceDataset, collate_labeled, usable_records
 
     root = build_face_cache(tmp_path / "c", [("r1", 2, 0), ("u1", 2, -1), ("f1", 2, 1), ("t1", 2, 0, "test")])
     records = usable_records(FaceCache(root), "in")
@@ -170,9 +170,9 @@ def test_in_protocol_needs_labels_and_gives_no_token_targets(torch, tmp_path):
 
 
 def test_crops_of_another_size_are_resized_with_their_landmarks(tmp_path):
-    from aunet.cache import FaceCache
+    from aunet.faces.cache import FaceCache
     from aunet.config import ModelConfig
-    from aunet.data import FaceDataset, usable_records
+    from aunet.train.data import FaceDataset, usable_records
 
     root = build_face_cache(tmp_path / "c", [("r1", 1, 0)], size=160)
     ds = FaceDataset(root, usable_records(FaceCache(root), "cross"), ModelConfig.named("small"), "cross")
@@ -181,7 +181,7 @@ def test_crops_of_another_size_are_resized_with_their_landmarks(tmp_path):
 
 
 def test_odd_batch_is_refused_for_pairs():
-    from aunet.data import DataError, items_per_batch
+    from aunet.train.data import DataError, items_per_batch
 
     assert items_per_batch("cross", 32) == 16 and items_per_batch("in", 5) == 5
     with pytest.raises(DataError):

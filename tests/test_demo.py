@@ -1,4 +1,8 @@
-"""The demo's own pieces: the forged sample video and the per-segment verdicts."""
+"""The demo's own pieces: the forged sample video, the per-segment verdicts, and how it stops on a failed stage."""
+import shutil
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -17,7 +21,7 @@ def read_frames(path):
 
 
 def test_forge_face_changes_only_the_face(astronaut):
-    from aunet.demo import forge_face
+    from aunet.demo.demo import forge_face
     from aunet.faces import DlibHogDetector, LandmarkPredictor
 
     detector, predictor = DlibHogDetector(), LandmarkPredictor()
@@ -34,7 +38,7 @@ def test_forge_face_changes_only_the_face(astronaut):
 
 
 def test_forged_video_segments_and_verdicts(tmp_path):
-    from aunet.demo import make_forged_video, segment_verdicts
+    from aunet.demo.demo import make_forged_video, segment_verdicts
 
     path = tmp_path / "sample.mp4"
     plan = make_forged_video(path, [("real", 3), ("fake", 3)], size=(320, 240), seed=1)
@@ -51,7 +55,7 @@ def test_forged_video_segments_and_verdicts(tmp_path):
 
 def test_labeled_set_for_eval(tmp_path):
     """Held-out real photos and forged ones, listed in a CSV that aunet-eval reads."""
-    from aunet.demo import make_labeled_set
+    from aunet.demo.demo import make_labeled_set
     from aunet.evaluate import read_csv_list
 
     csv = make_labeled_set(tmp_path / "set", 2, seed=0)
@@ -63,7 +67,7 @@ def test_labeled_set_for_eval(tmp_path):
 
 
 def test_frames_picture_shows_a_typical_real_and_forged_frame(tmp_path):
-    from aunet.demo import StageFailed, make_forged_video, save_frames_picture
+    from aunet.demo.demo import StageFailed, make_forged_video, save_frames_picture
 
     video = tmp_path / "v.mp4"
     plan = make_forged_video(video, [("real", 3), ("fake", 3), ("real", 2)], size=(320, 240), seed=2)
@@ -82,3 +86,70 @@ def test_frames_picture_shows_a_typical_real_and_forged_frame(tmp_path):
     assert np.abs(img[:, :320] - frames[1]).mean() < 1 and np.abs(img[:, 320:] - frames[4]).mean() < 1
     with pytest.raises(StageFailed):
         save_frames_picture(tmp_path / "missing.mp4", plan, result, tmp_path / "none.png")
+
+
+# --- a failed stage stops the demo: one line `python -m aunet.demo: error: ...` on stderr, exit 1 ----------------
+
+
+def run_demo(capsys, *args) -> tuple[int, str, str]:
+    from aunet.demo.demo import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+def assert_one_error_line(stderr: str, expected: str) -> None:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("python -m aunet.demo: error: ") and expected in lines[0], lines[0]
+
+
+@pytest.fixture()
+def no_sample_data(monkeypatch):
+    """The sample-faces stage does nothing (the stages under test come after it)."""
+    import aunet.demo.sample_data as sample_data
+
+    monkeypatch.setattr(sample_data, "make_sample_images", lambda *a, **k: [])
+    monkeypatch.setattr(sample_data, "make_sample_video", lambda *a, **k: None)
+
+
+def test_a_failing_command_stops_the_demo_with_exit_1(capsys, monkeypatch, tmp_path, no_sample_data):
+    import aunet.demo.demo as demo
+
+    monkeypatch.setattr(demo, "tool", lambda name: shutil.which("false"))  # every CLI exits 1
+    code, out, err = run_demo(capsys, "--out", tmp_path / "demo")
+    assert code == 1
+    assert_one_error_line(err, "stopped: aunet-prep failed with exit code 1")
+    assert "failed (exit 1)" in out  # the summary table still shows where it stopped
+
+
+def test_a_failing_in_process_stage_stops_the_demo_with_exit_1(capsys, monkeypatch, tmp_path):
+    import aunet.demo.sample_data as sample_data
+
+    def broken(*args, **kwargs):
+        raise ValueError("no room\nleft")
+
+    monkeypatch.setattr(sample_data, "make_sample_images", broken)
+    code, out, err = run_demo(capsys, "--out", tmp_path / "demo")
+    assert code == 1
+    assert_one_error_line(err, "stopped: sample faces (scikit-image's astronaut, varied) failed: ValueError: no room")
+    assert "failed" in out
+
+
+def test_an_unusable_output_folder_is_a_bad_argument(capsys, tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    code, _, err = run_demo(capsys, "--out", not_a_folder)
+    assert code == 2
+    assert_one_error_line(err, f"cannot make the output folder {not_a_folder}")
+
+
+def test_usage_errors_through_python_m(tmp_path):
+    """`python -m aunet.demo` is the entry point (its __main__ calls main()): usage errors are one line, exit 2."""
+    r = subprocess.run([sys.executable, "-m", "aunet.demo", "--images", "2", "--out", tmp_path / "demo"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert_one_error_line(r.stderr, "'--images'")
+    assert not (tmp_path / "demo").exists()  # refused before anything ran

@@ -1,4 +1,5 @@
-"""aunet.evaluate: labeled-set readers, the video protocol on a cache, and aunet-eval end to end on raw files."""
+"""aunet.evaluate: labeled-set readers, the video protocol on a cache, aunet-eval end to end on raw files, and its
+one-line errors."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +11,13 @@ import pytest
 from test_data import build_face_cache
 
 TEST_MODEL = {"base": "small", "img_size": 64, "num_encoders": 1}
+
+
+def assert_error_line(stderr: str, prog: str, needle: str = "") -> str:
+    """The one ``prog: error: ...`` line of a failed command's stderr (progress lines may come before it)."""
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"{prog}: error: ") and needle in errors[0], stderr
+    return errors[0]
 
 
 def mean_brightness(crops: np.ndarray) -> np.ndarray:
@@ -59,7 +67,7 @@ def test_ffpp_test_split_lists_reals_and_both_fakes_of_each_pair(tmp_path):
 
 def test_video_protocol_on_a_cache(tmp_path):
     """Frame score = max over the frame's faces, video score = mean over frames; faceless videos counted."""
-    from aunet.cache import CacheWriter, FaceCache, VideoFaces, VideoRecord
+    from aunet.faces.cache import CacheWriter, FaceCache, VideoFaces, VideoRecord
     from aunet.evaluate import evaluate_cache
     from aunet.spec import CropSpec
 
@@ -89,11 +97,12 @@ def test_aunet_eval_on_raw_images_and_a_video(torch, tmp_path):
     from typer.testing import CliRunner
 
     import aunet
-    from aunet.checkpoint import save_checkpoint
+    from aunet.model.checkpoint import save_checkpoint
     from aunet.config import ModelConfig
-    from aunet.evaluate import app, torch_scorer
-    from aunet.cache import FaceCache
-    from aunet.sample_data import make_sample_images, make_sample_video, no_face_image, write_image
+    from aunet.evaluate.cli import app
+    from aunet.evaluate import torch_scorer
+    from aunet.faces.cache import FaceCache
+    from aunet.demo.sample_data import make_sample_images, make_sample_video, no_face_image, write_image
 
     rng = np.random.default_rng(0)
     reals = make_sample_images(tmp_path / "real", 2, rng)
@@ -152,8 +161,8 @@ def test_aunet_eval_bad_inputs(torch, tmp_path):
     from typer.testing import CliRunner
 
     import aunet
-    from aunet.checkpoint import save_checkpoint
-    from aunet.evaluate import app
+    from aunet.model.checkpoint import save_checkpoint
+    from aunet.evaluate.cli import app
 
     runner = CliRunner()
     ckpt = tmp_path / "best.pt"
@@ -162,11 +171,14 @@ def test_aunet_eval_bad_inputs(torch, tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     listing = tmp_path / "set.csv"
     listing.write_text("missing.mp4,1\n")
+    present = tmp_path / "present.csv"  # a set whose file exists: only the checkpoint is wrong
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    present.write_text("clip.mp4,1\n")
     bad_label = tmp_path / "bad.csv"
     bad_label.write_text("x.mp4,maybe\n")
     cases = [
         (["--ckpt", str(tmp_path / "none.pt"), "--data", str(listing)], 2, "checkpoint not found"),
-        (["--ckpt", str(garbage), "--data", str(listing)], 2, "cannot read checkpoint"),
+        (["--ckpt", str(garbage), "--data", str(present)], 2, "cannot read checkpoint"),
         (["--ckpt", str(ckpt), "--data", str(tmp_path / "nowhere")], 2, "does not exist"),
         (["--ckpt", str(ckpt), "--data", str(listing)], 2, "none of its 1 listed files exists"),
         (["--ckpt", str(ckpt), "--data", str(bad_label)], 2, "line 1"),
@@ -177,10 +189,89 @@ def test_aunet_eval_bad_inputs(torch, tmp_path):
         assert result.exit_code == code, (args, result.output)
         assert needle in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
+        assert result.stdout == "" and result.stderr.strip() == assert_error_line(result.stderr, "aunet-eval", needle)
+
+
+def test_aunet_eval_refuses_what_is_not_a_model_with_a_hint_before_loading_anything(tmp_path):
+    """Wrong kinds of --ckpt / --out are one "aunet-eval: error:" line with exit 2 and what to give instead,
+    found before PyTorch or any model loads."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from aunet.evaluate.cli import app
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(b"")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    listing = tmp_path / "set.csv"
+    listing.write_text("clip.mp4,1\n")
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("")
+    cases = [
+        (["--ckpt", str(run_dir)], f"give {run_dir / 'best.pt'}"),  # a run folder
+        (["--ckpt", str(tmp_path / "faces.png")], "aunet-export onnx --ckpt"),  # neither a checkpoint nor an export
+        (["--ckpt", str(run_dir / "best.pt"), "--device", "tensorrt"], "exported models"),
+        (["--ckpt", str(run_dir / "best.pt"), "--out", str(a_file)], "is a file"),
+    ]
+    torch_loaded = "torch" in sys.modules
+    for args, needle in cases:
+        result = CliRunner().invoke(app, ["--data", str(listing)] + args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stdout == "" and result.stderr.strip() == assert_error_line(result.stderr, "aunet-eval", needle)
+    assert ("torch" in sys.modules) == torch_loaded
+    assert not (run_dir / "eval").exists()
+
+
+def test_an_onnx_that_is_not_an_aunet_export_gets_the_export_hint(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    from typer.testing import CliRunner
+
+    from aunet.evaluate.cli import app
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "other", [x], [y])
+    onnx.save(helper.make_model(graph), str(tmp_path / "detector.onnx"))
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / "set.csv").write_text("clip.mp4,1\n")
+    result = CliRunner().invoke(app, ["--ckpt", str(tmp_path / "detector.onnx"), "--data", str(tmp_path / "set.csv"),
+                                      "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == assert_error_line(result.stderr, "aunet-eval", "aunet-export onnx --ckpt")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--ckpt", "m.pt", "--data", "d", "--device", "gpu"], "'gpu' is not one of 'auto', 'cpu', 'cuda', 'tensorrt'"),
+    (["--ckpt", "m.pt", "--data", "d", "--compression", "c99"], "'c99' is not one of 'raw', 'c23', 'c40'"),
+    (["--ckpt", "m.pt", "--data", "d", "--batch-size", "0"], "--batch-size"),
+    (["--ckpt", "m.pt"], "Missing option '--data'"),
+])
+def test_aunet_eval_usage_errors_are_one_line_with_exit_2(argv, needle, tmp_path, monkeypatch, capsys):
+    from aunet.evaluate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == ""
+    assert err.strip() == assert_error_line(err, "aunet-eval", needle)
+
+
+def test_evaluate_room_is_torch_free_at_import():
+    import subprocess
+    import sys
+
+    code = ("import sys, aunet.evaluate, aunet.evaluate.cli, aunet.evaluate.datasets, aunet.evaluate.report\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_undefined_auc_is_reported_not_crashing(tmp_path):
-    from aunet.cache import FaceCache
+    from aunet.faces.cache import FaceCache
     from aunet.evaluate import evaluate_cache, markdown_report
 
     root = build_face_cache(tmp_path / "c", [("r1", 1, 0), ("r2", 1, 0)], size=64)
@@ -197,9 +288,9 @@ def test_onnx_model_is_evaluated_through_the_runtime_on_the_same_data(torch, tmp
     from typer.testing import CliRunner
 
     import aunet
-    from aunet.checkpoint import save_checkpoint
+    from aunet.model.checkpoint import save_checkpoint
     from aunet.config import ModelConfig
-    from aunet.evaluate import app
+    from aunet.evaluate.cli import app
     from aunet.export.onnx_export import export_onnx
 
     root = build_face_cache(tmp_path / "c", [("r1", 2, 0), ("f1", 2, 1), ("r2", 1, 0)], size=64)

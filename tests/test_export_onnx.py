@@ -18,6 +18,13 @@ def run_cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def error_line(result):
+    """The one `aunet-export: error:` line of a failed command, on stderr."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aunet-export: error: "), result.output
+    return lines[0]
+
+
 def ort_run(path_or_session, images):
     session = path_or_session
     if not isinstance(session, ort.InferenceSession):
@@ -29,7 +36,7 @@ def ort_run(path_or_session, images):
 def exported(tmp_path_factory, torch):
     """A small-config checkpoint exported through the CLI (ONNX, reference bundle, verification report)."""
     import aunet
-    from aunet.checkpoint import save_checkpoint
+    from aunet.model.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
@@ -71,9 +78,9 @@ def test_graph_is_inference_only_with_symbolic_batch(exported):
 
 
 def test_spec_round_trips_through_metadata(exported, torch):
-    from aunet.checkpoint import load_checkpoint
-    from aunet.export.onnx_export import file_sha256
-    from aunet.runtime.backends import read_spec
+    from aunet.model.checkpoint import load_checkpoint
+    from aunet.artifacts import file_sha256
+    from aunet.backends import read_spec
 
     spec = read_spec(exported["onnx"])
     cfg = exported["model"].cfg
@@ -120,6 +127,7 @@ def test_verify_fails_on_a_drifted_reference(exported, tmp_path):
     report = tmp_path / "r.json"
     result = run_cli("verify", "--model", exported["onnx"], "--ref", drifted, "--report", report)
     assert result.exit_code == 1, result.output
+    assert error_line(result) == "aunet-export: error: model.onnx failed its verification against drifted.ref.npz"
     checks = json.loads(report.read_text())["checks"]
     assert [c["passed"] for c in checks if c["check"] == "cls_logits max_abs"] == [False, False]
     assert all(c["passed"] for c in checks if c["check"] == "patch_logits max_abs")
@@ -136,6 +144,7 @@ def test_verify_refuses_an_onnx_of_another_model(exported, tmp_path):
     result = run_cli("verify", "--model", exported["onnx"], "--ref", other)
     assert result.exit_code == 2
     assert "spec mismatch" in result.output and "num_aus" in result.output and "Traceback" not in result.output
+    assert "spec mismatch" in error_line(result)
 
 
 def test_bad_checkpoints_and_outputs_exit_2_without_artifacts(exported, tmp_path):
@@ -162,7 +171,38 @@ def test_bad_checkpoints_and_outputs_exit_2_without_artifacts(exported, tmp_path
 
     for r in (missing, bad, other_config, unwritable):
         assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+        error_line(r)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "corrupt.pt", "truncated.pt"]  # nothing half-written
+
+
+def test_the_wrong_kind_of_model_file_gets_a_hint(exported, tmp_path):
+    """An exported model where the checkpoint belongs, a checkpoint where an exported model belongs: exit 2 and
+    one line naming the command that makes the right file."""
+    r = run_cli("onnx", "--ckpt", exported["onnx"], "--out", tmp_path / "m.onnx")
+    assert r.exit_code == 2
+    assert "is an exported model, not a training checkpoint" in error_line(r)
+    ckpt = exported["root"] / "best.pt"
+    hint = f"{ckpt} is a PyTorch checkpoint: export it first with aunet-export onnx --ckpt {ckpt} --out model.onnx"
+    for args in (("verify", "--model", ckpt), ("trt", "--onnx", ckpt, "--fp16"),
+                 ("triton", "--model", ckpt, "--out", tmp_path / "repo")):
+        r = run_cli(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert error_line(r) == f"aunet-export: error: {hint}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_usage_errors_through_the_entry_point(exported, capsys):
+    """Values outside a fixed set are refused at parse time: one line on stderr, exit 2."""
+    from aunet.export.cli import main
+
+    for argv, text in ((["verify", "--model", str(exported["onnx"]), "--device", "gpu"], "'gpu' is not one of"),
+                       (["verify", "--model", str(exported["onnx"]), "--precision", "int4"], "'int4' is not one of"),
+                       (["verify", "--model", str(exported["onnx"]), "--optimization", "max"], "'max' is not one of")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and out == ""
+        assert err.count("\n") == 1 and err.startswith("aunet-export: error: ") and text in err, err
 
 
 def test_export_onnx_api_is_atomic_and_keeps_the_model_mode(small_model, tmp_path, monkeypatch, torch):
@@ -170,7 +210,8 @@ def test_export_onnx_api_is_atomic_and_keeps_the_model_mode(small_model, tmp_pat
     checker is never written (temporary file, then rename)."""
     from onnx import helper
 
-    from aunet.export.onnx_export import ExportError, check_and_save_onnx, export_onnx
+    from aunet.artifacts import ExportError, check_and_save_onnx
+    from aunet.export.onnx_export import export_onnx
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("forced exporter failure")
@@ -221,7 +262,7 @@ def test_detector_export_matches_the_torch_network(torch, tmp_path):
     """RetinaFace (random mobilenet0.25 weights in Pytorch_Retinaface's layout) at a fixed input: ONNX Runtime's
     loc / conf / landms equal the torch network's, and the metadata gives the runtime its priors."""
     pytest.importorskip("torchvision")
-    retinaface = pytest.importorskip("aunet.retinaface")
+    retinaface = pytest.importorskip("aunet.faces.retinaface_net")
 
     torch.manual_seed(0)
     net = retinaface.RetinaFace("mobilenet0.25").eval()
@@ -247,7 +288,7 @@ def test_detector_export_matches_the_torch_network(torch, tmp_path):
     meta = read_detector_meta(tmp_path / "detector.onnx")
     assert meta["input_size"] == [size, size] and meta["variance"] == [0.1, 0.2]
     assert meta["steps"] == [8, 16, 32] and meta["output_names"] == ["loc", "conf", "landms"]
-    detect = pytest.importorskip("aunet.runtime.detect")
+    detect = pytest.importorskip("aunet.faces.retinaface")
     runtime_detector = detect.RetinaFaceOnnx(tmp_path / "detector.onnx", device="cpu")  # the consumer reads it
     assert runtime_detector.cfg.input_size == (size, size) and len(runtime_detector._priors) == len(priors)
     assert isinstance(runtime_detector.detect(rgb.astype(np.uint8)), list)
@@ -256,8 +297,9 @@ def test_detector_export_matches_the_torch_network(torch, tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, foreign)
     bad = run_cli("detector", "--weights", foreign, "--out", tmp_path / "d2.onnx")
     assert bad.exit_code == 2 and "Traceback" not in bad.output and not (tmp_path / "d2.onnx").exists()
+    error_line(bad)
     missing = run_cli("detector", "--weights", tmp_path / "none.pth", "--out", tmp_path / "d3.onnx")
-    assert missing.exit_code == 2 and "not found" in missing.output
+    assert missing.exit_code == 2 and "not found" in error_line(missing)
 
 
 def test_reference_from_real_face_crops(exported, torch, tmp_path, astronaut):
@@ -265,9 +307,9 @@ def test_reference_from_real_face_crops(exported, torch, tmp_path, astronaut):
     the model's input like the runtime does; the bundle keeps the labels and the PyTorch outputs on them."""
     import cv2
 
-    from aunet.cache import CacheWriter, VideoFaces, VideoRecord
+    from aunet.faces.cache import CacheWriter, VideoFaces, VideoRecord
     from aunet.export.reference import ReferenceError, load_reference, make_reference
-    from aunet.runtime.backends import read_spec
+    from aunet.backends import read_spec
 
     spec = read_spec(exported["onnx"])
     face = astronaut[30:250, 140:360]  # the astronaut's face, 220 px

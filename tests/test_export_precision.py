@@ -22,6 +22,14 @@ def run_cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def the_error_line(result):
+    """The one `aunet-export: error:` line, last on stderr (ModelOpt's progress bars may come before it)."""
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("aunet-export: error: "), result.output
+    assert sum(line.startswith("aunet-export: error: ") for line in lines) == 1, result.output
+    return lines[-1]
+
+
 def decisive(torch, model, images):
     """Fit the class head (least squares) so the reference inputs get logit margins of +-3, like a trained model.
 
@@ -57,7 +65,7 @@ def fp16(tmp_path_factory, torch):
 
 
 def have_tensorrt_gpu():
-    from aunet.runtime.backends import cuda_devices
+    from aunet.backends import cuda_devices
 
     try:
         import tensorrt  # noqa: F401
@@ -72,7 +80,8 @@ def test_trt_command_writes_fp16_onnx_then_says_what_is_missing(fp16):
     result = fp16["result"]
     assert result.exit_code == 3, result.output
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith("aunet-export: ") and ("TensorRT" in last or "GPU" in last) and "not built" in last
+    assert last.startswith("aunet-export: error: ") and ("TensorRT" in last or "GPU" in last) and "not built" in last
+    assert the_error_line(result) == last
     assert "Traceback" not in result.output
     assert fp16["onnx"].is_file()
     assert not list(fp16["root"].glob("*.plan*"))  # no engine, no sidecar
@@ -83,7 +92,7 @@ def test_trt_command_writes_fp16_onnx_then_says_what_is_missing(fp16):
 def test_fp16_onnx_keeps_fp32_io_and_sensitive_ops(fp16):
     from onnx import TensorProto
 
-    from aunet.runtime.backends import read_spec
+    from aunet.backends import read_spec
 
     model = onnx.load(str(fp16["onnx"]))
     io_types = {vi.name: vi.type.tensor_type.elem_type for vi in [*model.graph.input, *model.graph.output]}
@@ -147,7 +156,10 @@ def test_a_crashing_backend_is_reported_not_fatal(fp16, tmp_path, monkeypatch):
 
 def test_trt_command_bad_input(fp16, tmp_path):
     both = run_cli("trt", "--onnx", fp16["root"] / "model.onnx", "--fp16", "--int8")
-    assert both.exit_code == 2 and "exactly one" in both.output
+    assert both.exit_code == 2
+    assert both.stderr == "aunet-export: error: --fp16 and --int8 are mutually exclusive: give one\n"
+    neither = run_cli("trt", "--onnx", fp16["root"] / "model.onnx")
+    assert neither.exit_code == 2 and neither.stderr == "aunet-export: error: give --fp16 or --int8\n"
 
     foreign = tmp_path / "foreign.onnx"
     model = onnx.load(str(fp16["root"] / "model.onnx"), load_external_data=False)
@@ -155,12 +167,14 @@ def test_trt_command_bad_input(fp16, tmp_path):
     onnx.save(model, str(foreign))
     r = run_cli("trt", "--onnx", foreign, "--fp16")
     assert r.exit_code == 2 and "aunet.spec" in r.output and not (tmp_path / "foreign.fp16.onnx").exists()
+    assert r.stderr.startswith("aunet-export: error: ") and r.stderr.count("\n") == 1
 
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(os.urandom(256))
     r = run_cli("trt", "--onnx", corrupt, "--fp16")
     assert r.exit_code == 2 and "not a readable ONNX" in r.output
-    for r in (both,):
+    assert r.stderr.startswith("aunet-export: error: ") and r.stderr.count("\n") == 1
+    for r in (both, neither):
         assert "Traceback" not in r.output
 
 
@@ -171,11 +185,12 @@ def test_int8_onnx_from_a_calibration_set(fp16, tmp_path):
     dataset = pytest.importorskip("aunet.calibration.dataset")
     pytest.importorskip("aunet.calibration.quantize")
     from aunet.export.reference import synthetic_faces
-    from aunet.runtime.backends import read_spec
+    from aunet.backends import read_spec
 
     onnx_path = fp16["root"] / "model.onnx"
     r = run_cli("trt", "--onnx", onnx_path, "--int8", "--out", tmp_path / "m.plan")
     assert r.exit_code == 2 and "calibration data" in r.output
+    assert r.stderr.startswith("aunet-export: error: ") and r.stderr.count("\n") == 1
 
     spec = read_spec(onnx_path)
     with pytest.warns(UserWarning, match="noisy"):  # 16 crops: enough for a test, not for a deployment
@@ -193,6 +208,7 @@ def test_int8_onnx_from_a_calibration_set(fp16, tmp_path):
     # resolve (measured: decisions agree on ~50 %); the command must then refuse to build an engine (exit 1).
     if not report["passed"]:
         assert r.exit_code == 1 and "failed its verification" in last and "no engine" in last
+        assert the_error_line(r) == last
         assert not list(tmp_path.glob("m.plan*"))
     elif not have_tensorrt_gpu():
-        assert r.exit_code == 3 and last.startswith("aunet-export: ") and not list(tmp_path.glob("m.plan*"))
+        assert r.exit_code == 3 and the_error_line(r) == last and not list(tmp_path.glob("m.plan*"))

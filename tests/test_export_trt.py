@@ -7,7 +7,7 @@ import pytest
 
 
 def trt_missing_reason():
-    from aunet.runtime.backends import cuda_devices
+    from aunet.backends import cuda_devices
 
     try:
         import tensorrt  # noqa: F401
@@ -24,7 +24,7 @@ def trt_missing_reason():
 
 def test_without_tensorrt_the_build_says_what_is_missing(tmp_path):
     from aunet.export.tensorrt_build import tensorrt_status
-    from aunet.runtime.backends import BackendUnavailable
+    from aunet.backends import BackendUnavailable
 
     reason = trt_missing_reason()
     if reason is None or reason == "pycuda is not installed":
@@ -61,7 +61,7 @@ def engine(tmp_path_factory, torch):
 def test_engine_sidecar_records_what_it_is_tied_to(engine):
     import tensorrt as trt
 
-    from aunet.runtime.backends import cuda_devices
+    from aunet.backends import cuda_devices
 
     side = json.loads((engine["root"] / "model.fp16.plan.json").read_text())
     assert side == json.loads(json.dumps(engine["sidecar"]))  # tuples become lists in JSON
@@ -74,7 +74,7 @@ def test_engine_sidecar_records_what_it_is_tied_to(engine):
 def test_engine_matches_the_reference_within_fp16_budget(engine):
     from aunet.export.reference import load_reference
     from aunet.export.verify import derived
-    from aunet.runtime.backends import TensorRTBackend, open_backend
+    from aunet.backends import TensorRTBackend, open_backend
 
     ref = load_reference(engine["root"] / "model.ref.npz")
     with open_backend(engine["plan"]) as backend:
@@ -100,7 +100,7 @@ def test_engine_verification_report(engine):
 def test_mismatched_sidecar_is_refused(engine, tmp_path):
     import shutil
 
-    from aunet.runtime.backends import PlanMismatchError, open_backend
+    from aunet.backends import PlanMismatchError, open_backend
 
     plan = tmp_path / "model.plan"
     shutil.copyfile(engine["plan"], plan)
@@ -128,4 +128,6 @@ def test_verify_of_an_engine_without_tensorrt_exits_3(tmp_path):
     (tmp_path / "model.fp16.plan.json").write_text(json.dumps(side))
     r = CliRunner().invoke(app, ["verify", "--model", str(plan), "--ref", str(tmp_path / "model.ref.npz")])
     assert r.exit_code == 3, r.output
-    assert r.output.startswith("aunet-export: ") and "Traceback" not in r.output and reason.split()[0] in r.output
+    assert r.output.startswith("aunet-export: error: ") and "Traceback" not in r.output
+    assert reason.split()[0] in r.output
+    assert r.stderr.count("\n") == 1

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("dlib")
 
 from aunet.faces import DependencyError, DlibHogDetector, Face, LandmarkPredictor, largest_first, make_detector  # noqa: E402
-from aunet.sample_data import ASTRONAUT_FACE, no_face_image  # noqa: E402
+from aunet.demo.sample_data import ASTRONAUT_FACE, no_face_image  # noqa: E402
 
 
 def _iou(a, b):
@@ -80,8 +80,8 @@ def test_missing_landmark_model_is_a_dependency_error(tmp_path):
 def test_retinaface_layout_loads_pytorch_retinaface_files_and_decodes(tmp_path, astronaut):
     torch = pytest.importorskip("torch")
     pytest.importorskip("torchvision")
-    from aunet.retinaface import RetinaFace, RetinaFaceDetector, load_state
-    from aunet.runtime.detect import RetinaFaceConfig, decode_boxes, prior_boxes
+    from aunet.faces.retinaface_net import RetinaFace, RetinaFaceDetector, load_state
+    from aunet.faces.retinaface import RetinaFaceConfig, decode_boxes, prior_boxes
 
     torch.manual_seed(0)
     net = RetinaFace("mobilenet0.25").eval()

@@ -3,7 +3,7 @@ import pytest
 
 
 def test_attention_loss_is_huber_with_delta_half(torch):
-    from aunet.losses import attention_loss
+    from aunet.tap.losses import attention_loss
 
     m = torch.tensor([[[[0.9, 0.1]]]])
     y = torch.tensor([[[[0.0, 0.0]]]])
@@ -15,7 +15,7 @@ def test_attention_loss_is_huber_with_delta_half(torch):
 
 
 def test_total_loss_weights(torch):
-    from aunet.losses import AUNetLoss, LossWeights
+    from aunet.tap.losses import AUNetLoss, LossWeights
     from aunet.model import AUNetOutput
 
     torch.manual_seed(0)
@@ -32,7 +32,7 @@ def test_total_loss_weights(torch):
 def test_tap_training_step_reaches_every_parameter(torch, small_model):
     """Real images + their fakes, Feature-level Mixing at a random stage, all three losses: every trainable
     parameter (attention modules included) gets a finite, non-zero gradient."""
-    from aunet.losses import AUNetLoss
+    from aunet.tap.losses import AUNetLoss
     from aunet.tap import FeatureMixing, sample_mix_lambdas, token_labels
 
     torch.manual_seed(0)

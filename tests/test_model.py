@@ -28,7 +28,7 @@ def test_forward_shapes(torch, name, grid):
 
 @pytest.mark.parametrize("size", [64, 112, 224, 299, 384])
 def test_grid_formula_matches_backbone(torch, size):
-    from aunet.backbone import XceptionBackbone
+    from aunet.model.backbone import XceptionBackbone
     from aunet.config import xception_feature_grid
 
     bb = XceptionBackbone(depth=3).eval()

@@ -7,7 +7,7 @@ TOL = 1e-2  # fake-probability max abs diff
 
 
 def train_a_few_steps(torch, model, steps=4):
-    from aunet.losses import AUNetLoss
+    from aunet.tap.losses import AUNetLoss
     from aunet.tap import FeatureMixing, token_labels
 
     cfg = model.cfg

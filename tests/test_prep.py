@@ -1,4 +1,4 @@
-"""aunet.cache and aunet-prep: cache round trip, resume, failure records, FF++ layout, exit codes, preview."""
+"""aunet.faces.cache and aunet-prep (aunet.prep): cache round trip, resume, failure records, FF++ layout, exit codes, preview."""
 import json
 import subprocess
 import sys
@@ -12,10 +12,13 @@ from typer.testing import CliRunner
 pytest.importorskip("dlib")
 pytest.importorskip("skimage")
 
-from aunet.cache import CacheError, CacheWriter, FaceCache, VideoFaces, VideoRecord  # noqa: E402
-from aunet.prep import Job, PrepError, discover, prep_app, prepare_labeled, preview_app, sample_indices  # noqa: E402
-from aunet.sample_data import make_sample_images, make_sample_video, no_face_image, write_image  # noqa: E402
+from aunet.faces.cache import CacheError, CacheWriter, FaceCache, VideoFaces, VideoRecord  # noqa: E402
+from aunet.prep import Job, PrepError, discover, prepare_labeled  # noqa: E402
+from aunet.prep.cli import main, prep_app, preview_app  # noqa: E402
+from aunet.prep.run import sample_indices  # noqa: E402
+from aunet.demo.sample_data import make_sample_images, make_sample_video, no_face_image, write_image  # noqa: E402
 from aunet.spec import CropSpec  # noqa: E402
+from test_eval import assert_error_line  # noqa: E402
 
 runner = CliRunner()
 SIZE = 112
@@ -103,7 +106,7 @@ def test_prep_records_failures_and_exits_0(prepared):
 
 
 def test_cached_crop_is_exactly_crop_face_of_the_frame(prepared, mixed_input):
-    from aunet.crop import crop_face
+    from aunet.faces.crop import crop_face
 
     out, _ = prepared
     cache = FaceCache(out)
@@ -141,23 +144,71 @@ def test_preview_writes_a_png(prepared, tmp_path):
 
 
 def test_exit_codes(mixed_input, tmp_path, prepared, monkeypatch):
+    """Every failure is one "aunet-prep: error:" line on stderr with its documented code; those found before any
+    face is cut are the only line."""
     monkeypatch.delenv("AUNET_RETINAFACE_WEIGHTS", raising=False)
     out, _ = prepared
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
     cases = [
-        ([str(tmp_path / "missing"), "--out", str(tmp_path / "o1")], 2),
-        ([str(mixed_input), "--out", str(out), "--size", "224"], 2),  # cache made with another size
-        ([str(mixed_input), "--out", str(tmp_path / "o2"), "--detector", "retinaface"], 3),
-        ([str(mixed_input / "notes.txt"), "--out", str(tmp_path / "o3")], 2),
-        ([str(mixed_input / "real" / "coffee.jpg"), "--out", str(tmp_path / "o4")], 1),  # no face anywhere
-        ([str(mixed_input), "--out", str(tmp_path / "o5"), "--split-dir", str(tmp_path / "nosplits")], 2),
-        ([str(mixed_input), "--out", str(tmp_path / "o6"), "--faces", "some"], 2),
+        ([str(tmp_path / "missing"), "--out", str(tmp_path / "o1")], 2, "does not exist", True),
+        ([str(mixed_input), "--out", str(out), "--size", "224"], 2, "224px expected", True),  # cache made with another size
+        ([str(mixed_input), "--out", str(tmp_path / "o2"), "--detector", "retinaface"], 3, "RetinaFace", True),
+        ([str(mixed_input / "notes.txt"), "--out", str(tmp_path / "o3")], 2, "not a video or an image", True),
+        ([str(mixed_input / "real" / "coffee.jpg"), "--out", str(tmp_path / "o4")], 1, "no input gave a face", False),
+        ([str(mixed_input), "--out", str(tmp_path / "o5"), "--split-dir", str(tmp_path / "nosplits")], 2, "--split-dir", True),
+        ([str(out), "--out", str(tmp_path / "o6")], 2, f"aunet-train --data {out}", True),  # a cache given as INPUT
+        ([str(mixed_input), "--out", str(a_file)], 2, "is a file", True),
+        ([str(mixed_input), "--out", str(tmp_path / "o7"), "--retinaface-weights", str(tmp_path / "none.pth")], 3,
+         "RetinaFace weights not found", True),
     ]
-    for args, code in cases:
+    for args, code, needle, alone in cases:
         result = runner.invoke(prep_app, args)
         assert result.exit_code == code, (args, result.output)
-        assert "Traceback" not in result.output
-    result = runner.invoke(preview_app, [str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")])
-    assert result.exit_code == 2
+        assert "Traceback" not in result.output and result.stdout == ""
+        line = assert_error_line(result.stderr, "aunet-prep", needle)
+        assert not alone or result.stderr.strip() == line, (args, result.stderr)
+    assert not (tmp_path / "o6").exists() and not (tmp_path / "o7").exists()  # refused before anything was written
+    empty_cache = tmp_path / "o4"  # the faceless run above left a cache without faces
+    for args, needle in [([str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")], "does not exist"),
+                         ([str(mixed_input), "--out", str(tmp_path / "g.png")], f"aunet-prep INPUT --out {mixed_input}"),
+                         ([str(empty_cache), "--out", str(tmp_path / "g.png")], "no faces")]:
+        result = runner.invoke(preview_app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.strip() == assert_error_line(result.stderr, "aunet-prep preview", needle)
+    result = runner.invoke(preview_app, [str(out), "--out", str(a_file / "g.png")])  # its folder is a file
+    assert result.exit_code == 4, result.output
+    assert result.stderr.strip() == assert_error_line(result.stderr, "aunet-prep preview", "cannot write")
+
+
+@pytest.mark.parametrize("argv,prog,needle", [
+    (["IN", "--out", "O", "--faces", "some"], "aunet-prep", "'some' is not one of 'largest', 'all'"),
+    (["IN", "--out", "O", "--detector", "mtcnn"], "aunet-prep", "'mtcnn' is not one of 'auto', 'retinaface', 'dlib'"),
+    (["IN", "--out", "O", "--label", "maybe"], "aunet-prep", "'maybe' is not one of 'auto', 'real', 'fake'"),
+    (["IN", "--out", "O", "--compression", "c99"], "aunet-prep", "'c99' is not one of 'all', 'raw', 'c23', 'c40'"),
+    (["IN"], "aunet-prep", "Missing option '--out'"),
+    (["preview", "DIR"], "aunet-prep preview", "Missing option '--out'"),
+    (["preview", "DIR", "--out", "g.png", "--rows", "0"], "aunet-prep preview", "--rows"),
+])
+def test_usage_errors_are_refused_at_parse_time_in_one_line(argv, prog, needle, tmp_path, monkeypatch, capsys):
+    """A value outside its choices is refused before INPUT is even looked at (IN does not exist here): exit 2,
+    one line naming the allowed values."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == ""
+    assert err.strip() == assert_error_line(err, prog, needle)
+    assert not (tmp_path / "O").exists()
+
+
+def test_main_runs_prep_and_preview(prepared, tmp_path, capsys):
+    """The console entry point dispatches `aunet-prep preview DIR --out grid.png` and exits 0."""
+    out, _ = prepared
+    with pytest.raises(SystemExit) as exc:
+        main(["preview", str(out), "--out", str(tmp_path / "grid.png"), "--rows", "2"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert cv2.imread(str(tmp_path / "grid.png")).shape == (28 + 2 * SIZE, 5 * SIZE, 3)
 
 
 def test_ffpp_layout_labels_methods_and_splits(tmp_path):
@@ -218,7 +269,8 @@ def test_sample_indices_spread_evenly():
 
 def test_preprocessing_modules_do_not_import_torch():
     code = (
-        "import sys, aunet.crop, aunet.faces, aunet.au_masks, aunet.sbi, aunet.cache, aunet.prep, aunet.sample_data\n"
+        "import sys, aunet.faces.crop, aunet.faces, aunet.faces.au_masks, aunet.tap.sbi, aunet.faces.cache, aunet.prep.run, aunet.demo.sample_data\n"
+        "import aunet.prep, aunet.prep.inputs, aunet.prep.cli\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -227,28 +279,30 @@ def test_preprocessing_modules_do_not_import_torch():
 def test_full_disk_exits_4_keeps_no_half_file_and_resumes(mixed_input, tmp_path, monkeypatch):
     import errno
 
-    import aunet.cache
+    import aunet.faces.cache
 
-    real_savez = aunet.cache.np.savez
+    real_savez = aunet.faces.cache.np.savez
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(aunet.cache.np, "savez", disk_full)
+    monkeypatch.setattr(aunet.faces.cache.np, "savez", disk_full)
     args = [str(mixed_input / "real"), "--out", str(tmp_path), "--frames", "2", "--size", str(SIZE)]
     result = runner.invoke(prep_app, args)
     assert result.exit_code == 4 and "No space left" in result.output
+    assert_error_line(result.stderr, "aunet-prep", "No space left")
     assert not list(tmp_path.rglob("*.npz")) and not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
     oks = [r for r in FaceCache(tmp_path).records() if r.status == "ok"]
     assert oks == []  # a video whose faces could not be written is not recorded as done
-    monkeypatch.setattr(aunet.cache.np, "savez", real_savez)
+    monkeypatch.setattr(aunet.faces.cache.np, "savez", real_savez)
     result = runner.invoke(prep_app, args)
     assert result.exit_code == 0, result.output
     assert len(FaceCache(tmp_path).videos()) == 2
 
 
 def test_zero_frame_and_truncated_videos(tmp_path):
-    from aunet.prep import FacePipeline, PrepSettings
+    from aunet.prep import PrepSettings
+    from aunet.prep.run import FacePipeline
 
     empty = tmp_path / "empty.avi"
     writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
@@ -266,7 +320,7 @@ def test_zero_frame_and_truncated_videos(tmp_path):
 
 def test_sample_set_for_the_demo(tmp_path):
     from aunet.faces import DlibHogDetector
-    from aunet.sample_data import make_sample_set
+    from aunet.demo.sample_data import make_sample_set
 
     paths = make_sample_set(tmp_path, images=2, videos=1, frames=5)
     assert [p.name for p in paths] == ["sample_00.png", "sample_01.png", "clip_00.mp4"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from aunet.sample_data import make_sample_video, no_face_image
+from aunet.demo.sample_data import make_sample_video, no_face_image
 
 pytest.importorskip("onnxruntime")
 
@@ -90,7 +90,7 @@ def test_runtime_runs_with_torch_blocked(exported, video, tmp_path):
 
 
 def test_predict_faces_matches_pytorch(torch, exported, detector, astronaut):
-    from aunet.crop import crop_face
+    from aunet.faces.crop import crop_face
     from aunet.faces import DlibHogDetector
 
     model = exported[0]
@@ -155,6 +155,13 @@ def run_cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def error_line(stderr):
+    """The one `aunet-infer: error:` line a failure prints (and nothing else on stderr, with --quiet)."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aunet-infer: error: "), stderr
+    return lines[0]
+
+
 def test_cli_writes_json_and_annotated_video(exported, video, tmp_path):
     out, annotated = tmp_path / "r.json", tmp_path / "annotated.mp4"
     res = run_cli(video, "--engine", exported[1], "--every", "3", "--out", out, "--save-video", annotated,
@@ -185,10 +192,10 @@ def test_cli_bad_inputs(exported, video, tmp_path):
     corrupt.write_bytes(b"\x00not a video" * 500)
     empty = tmp_path / "empty.avi"
     cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 64)).release()
-    for bad in (tmp_path / "missing.mp4", corrupt, empty):
+    for bad in (corrupt, empty):
         res = run_cli(bad, "--engine", onnx, "--quiet")
         assert res.exit_code == 2, (bad, res.output)
-        assert "Traceback" not in res.output and "error:" in res.stderr
+        assert "Traceback" not in res.output and bad.name in error_line(res.stderr)
         assert json.loads(res.stdout)["verdict"] == "error"
     # several inputs: the bad one is recorded, the good one analysed, exit 2
     res = run_cli(video, tmp_path / "missing.mp4", "--engine", onnx, "--frames", "1", "--quiet")
@@ -196,27 +203,66 @@ def test_cli_bad_inputs(exported, video, tmp_path):
     records = json.loads(res.stdout)
     assert [r["verdict"] != "error" for r in records] == [True, False]
     assert "no such file" in records[1]["error"]
+    assert "no such file" in error_line(res.stderr)
     # engine problems: missing, not an ONNX, an ONNX without the spec
     not_onnx = tmp_path / "model.onnx"
     not_onnx.write_bytes(b"garbage")
     for engine in (tmp_path / "none.onnx", not_onnx, tmp_path / "model.bin"):
         res = run_cli(video, "--engine", engine, "--quiet")
         assert res.exit_code == 2 and "Traceback" not in res.output
+        assert str(engine) in error_line(res.stderr) and res.stdout == ""
     res = run_cli(video, "--engine", onnx, "--frames", "2", "--every", "2")
-    assert res.exit_code == 2 and "one of --frames and --every" in res.stderr
+    assert res.exit_code == 2 and res.stdout == ""
+    assert "--frames and --every are mutually exclusive" in error_line(res.stderr)
+
+
+def test_cli_refuses_missing_inputs_and_checkpoints_before_loading_the_engine(tmp_path):
+    """No input that exists, or a training checkpoint as --engine: one line, exit 2, no JSON. The engine is a
+    garbage file here: had it been loaded first, its error would have been the one reported."""
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"garbage")
+    res = run_cli(tmp_path / "missing.mp4", "--engine", garbage, "--quiet")
+    assert res.exit_code == 2 and res.stdout == ""
+    assert error_line(res.stderr) == f"aunet-infer: error: no such file: {tmp_path / 'missing.mp4'}"
+    res = run_cli(tmp_path / "a.mp4", tmp_path / "b.mp4", "--engine", garbage, "--quiet")
+    assert res.exit_code == 2 and "no such file" in error_line(res.stderr) and "b.mp4" in res.stderr
+
+    ckpt = tmp_path / "best.pt"  # need not exist: refused by its kind
+    res = run_cli(tmp_path / "missing.mp4", "--engine", ckpt, "--quiet")
+    assert res.exit_code == 2 and res.stdout == ""
+    assert error_line(res.stderr) == (f"aunet-infer: error: {ckpt} is a PyTorch checkpoint: export it first with "
+                                      f"aunet-export onnx --ckpt {ckpt} --out model.onnx")
+
+
+def test_cli_usage_errors_through_the_entry_point(tmp_path, capsys):
+    """Values outside a fixed set and exclusive options are refused at parse time: one line, exit 2."""
+    from aunet.runtime.cli import main
+
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"garbage")
+    for argv, text in (([str(tmp_path / "v.mp4"), "--engine", str(garbage), "--device", "gpu"],
+                        "'gpu' is not one of 'auto', 'cpu', 'cuda', 'tensorrt'"),
+                       ([str(tmp_path / "v.mp4"), "--engine", str(garbage), "--frames", "5", "--every", "2"],
+                        "--frames and --every are mutually exclusive: give one")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and out == ""
+        assert text in error_line(err)
 
 
 def test_cli_engine_for_missing_hardware_exits_3(exported, video, tmp_path):
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"serialized engine")
-    from aunet.runtime.backends import read_spec
+    from aunet.backends import read_spec
 
     sidecar = {"format": "aunet-plan", "spec": read_spec(exported[1]).to_dict(), "tensorrt": "0.0",
                "gpu": {"name": "Nonexistent GPU", "compute_capability": "1.0"}}
     (tmp_path / "model.plan.json").write_text(json.dumps(sidecar))
     res = run_cli(video, "--engine", plan, "--quiet")
     assert res.exit_code == 3, res.output  # no TensorRT / no GPU / built for another GPU: all "hardware"
-    assert "Traceback" not in res.output
+    assert "Traceback" not in res.output and res.stdout == ""
+    error_line(res.stderr)
 
 
 def test_stop_event_ends_a_video_early_with_the_frames_so_far(detector, video):
@@ -234,7 +280,7 @@ def test_stop_event_ends_a_video_early_with_the_frames_so_far(detector, video):
 
 
 def test_backend_failure_is_one_line_and_exit_4(exported, video, monkeypatch):
-    from aunet.runtime.backends import OnnxRuntimeBackend
+    from aunet.backends import OnnxRuntimeBackend
 
     calls = []
     real_infer = OnnxRuntimeBackend._infer
@@ -250,6 +296,7 @@ def test_backend_failure_is_one_line_and_exit_4(exported, video, monkeypatch):
     assert res.exit_code == 4, res.output
     assert "inference failed on" in res.stderr and "out of memory" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+    error_line(res.stderr)
     assert json.loads(res.stdout)["verdict"] == "error"
 
 
@@ -258,7 +305,7 @@ def test_cli_spec_mismatch_exits_2(exported, video, tmp_path):
     import onnx
 
     from aunet.config import ModelConfig
-    from aunet.runtime.backends import read_spec
+    from aunet.backends import read_spec
     from aunet.spec import METADATA_KEY
 
     wrong = read_spec(exported[1]).to_dict()
@@ -270,3 +317,4 @@ def test_cli_spec_mismatch_exits_2(exported, video, tmp_path):
     res = run_cli(video, "--engine", path, "--quiet")
     assert res.exit_code == 2, res.output
     assert "does not run the input its spec describes" in res.stderr and "Traceback" not in res.output
+    error_line(res.stderr)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from aunet.runtime.annotate import draw_frame
-from aunet.runtime.detect import RetinaFaceConfig, decode_boxes, faces_from_outputs, nms, prior_boxes
+from aunet.faces.retinaface import RetinaFaceConfig, decode_boxes, faces_from_outputs, nms, prior_boxes
 from aunet.runtime.errors import InputError
 from aunet.runtime.pipeline import check_spec, preprocess, region_maps
 from aunet.runtime.results import FaceResult, FrameResult, VideoResult
@@ -17,7 +17,7 @@ from aunet.runtime.sources import Sampling, VideoSource, even_indices, resolve_i
 from aunet.runtime.threads import BackgroundIterator
 
 from aunet.config import ModelConfig
-from aunet.crop import crop_face
+from aunet.faces.crop import crop_face
 from aunet.spec import CropSpec, ModelSpec, SpecError
 
 
@@ -279,7 +279,7 @@ def test_retinaface_onnx_detector_reads_its_metadata_and_letterboxes(tmp_path):
     """A stand-in RetinaFace ONNX (constant outputs) exercises session, metadata, letterbox and decoding."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from aunet.runtime.detect import DETECTOR_METADATA_KEY, make_face_detector
+    from aunet.faces import DETECTOR_METADATA_KEY, make_face_detector
     from onnx import TensorProto, helper, numpy_helper
 
     cfg = RetinaFaceConfig(input_size=(64, 64), score_threshold=0.5)

@@ -1,9 +1,10 @@
-"""aunet.sbi: the Partial Face Mask (inside the hull, removed AU regions excluded) and SBI blending (Eq. 9)."""
+"""aunet.tap.sbi: the Partial Face Mask (inside the hull, removed AU regions excluded) and SBI blending (Eq. 9)."""
 import numpy as np
 import pytest
 
-from aunet.au_masks import AU_LABELS, au_region_masks, face_hull_mask
-from aunet.sbi import augment, blend, make_tap_fake, make_tap_pair, partial_face_mask, self_blend
+from aunet.faces.au_masks import AU_LABELS, au_region_masks, face_hull_mask
+from aunet.tap.masks import partial_face_mask
+from aunet.tap.sbi import augment, blend, make_tap_fake, make_tap_pair, self_blend
 from test_data import astronaut_crop
 
 SIZE = 112

@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 # The small model at 64 px with one ART encoder: every code path of the small config, a third of its cost
 # (the shared 2-core CPU makes each step count).
 TEST_MODEL = {"base": "small", "img_size": 64, "num_encoders": 1}
+# The CLI's settings for a run of TEST_MODEL (with tiny_config_file) on the test cache
+TINY_CLI_RUN = ["--device", "cpu", "--workers", "0", "--batch-size", "4", "--max-steps", "2"]
+ERROR = "aunet-train: error: "
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +132,7 @@ def test_ctrl_c_then_resume_is_bit_for_bit(torch, cache_dir, tmp_path):
 
 
 def test_learning_rate_schedule_and_optimizers(torch):
-    from aunet.train import _make_optimizer, _make_scheduler, lr_factor
+    from aunet.train.optim import lr_factor, make_optimizer, make_scheduler
 
     assert [lr_factor(s, "constant", 10, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert lr_factor(0, "constant", 10, 0) == 1.0
@@ -138,11 +141,11 @@ def test_learning_rate_schedule_and_optimizers(torch):
     assert all(a > b for a, b in zip(cosine, cosine[1:]))
     assert lr_factor(1, "cosine", 10, 4) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.1)))
     net = torch.nn.Linear(2, 2)
-    sgd = _make_optimizer(net, tiny_config(optimizer="sgd", lr=0.1))
+    sgd = make_optimizer(net, tiny_config(optimizer="sgd", lr=0.1))
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
-    adamw = _make_optimizer(net, tiny_config())  # the small config's AdamW 3e-4
+    adamw = make_optimizer(net, tiny_config())  # the small config's AdamW 3e-4
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 3e-4
-    sched = _make_scheduler(adamw, tiny_config(warmup_steps=2, scheduler="constant"), 100)
+    sched = make_scheduler(adamw, tiny_config(warmup_steps=2, scheduler="constant"), 100)
     lrs = []
     for _ in range(3):
         lrs.append(adamw.param_groups[0]["lr"])
@@ -155,7 +158,7 @@ def test_learning_rate_schedule_and_optimizers(torch):
 
 def test_tiny_dataset_smaller_than_a_batch_trains_and_logs(torch, tmp_path):
     """One video of three faces, the paper's batch of 32: the run still trains, validates and writes best.pt."""
-    from aunet.checkpoint import load_model
+    from aunet.model.checkpoint import load_model
     from aunet.train import train
 
     root = build_face_cache(tmp_path / "c", [("only", 3, 0)], size=64)
@@ -199,12 +202,28 @@ def test_full_disk_keeps_the_previous_checkpoint(torch, cache_dir, trained_run, 
     assert not list(run.glob(".*.tmp*"))
 
 
+def assert_error_line(result, code, needle):
+    """aunet-train's failure form: exit ``code`` and one line on stderr, ``aunet-train: error: ...`` naming
+    ``needle``, after whatever the run logged before it failed; no traceback, nothing on stdout."""
+    assert result.exit_code == code, (needle, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith(ERROR)] == lines[-1:], result.output
+    assert needle in lines[-1] and "Traceback" not in result.output and not result.stdout, result.output
+
+
+def tiny_config_file(tmp_path):
+    """TEST_MODEL as a config file, for runs through the CLI (JSON is YAML)."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps({"base": "small", "model": TEST_MODEL, "val_fraction": 0.25}))
+    return config
+
+
 def test_cli_bad_inputs_exit_2_with_one_line(torch, cache_dir, trained_run, tmp_path):
     from typer.testing import CliRunner
 
-    from aunet.cache import CacheWriter
+    from aunet.faces.cache import CacheWriter
     from aunet.spec import CropSpec
-    from aunet.train import app
+    from aunet.train.cli import app
 
     runner = CliRunner()
     empty = tmp_path / "empty"
@@ -223,34 +242,136 @@ def test_cli_bad_inputs_exit_2_with_one_line(torch, cache_dir, trained_run, tmp_
     }
     for needle, args in cases.items():
         result = runner.invoke(app, args + base if "--batch-size" not in args else args + base[:-2])
-        assert result.exit_code == 2, (needle, result.output)
-        assert needle in result.output and "Traceback" not in result.output
+        assert_error_line(result, 2, needle)
         assert len(result.output.strip().splitlines()) == 1, result.output
     result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(tmp_path / "r5"), "--config", str(bad_cfg)])
-    assert result.exit_code == 2 and "cannot parse config" in result.output
+    assert_error_line(result, 2, "cannot parse config")
 
     # a run cannot be restarted over, nor resumed as another model or with other optimizer settings;
     # the refused attempts leave the run as it was
     run = copy_run(trained_run, tmp_path / "run")
     before = (run / "config.json").read_text()
     result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run)] + base)
-    assert result.exit_code == 2 and "already holds a run" in result.output
+    assert_error_line(result, 2, "already holds a run")
     result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run), "--resume", "--config", "paper", "--device", "cpu"])
-    assert result.exit_code == 2 and "differs from" in result.output, result.output
+    assert_error_line(result, 2, "differs from")
     result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run), "--resume", "--lr", "0.1", "--max-steps", "2"])
-    assert result.exit_code == 2 and "(lr)" in result.output, result.output
+    assert_error_line(result, 2, "(lr)")
     assert (run / "config.json").read_text() == before
+
+
+def test_cli_refuses_bad_input_before_loading_torch(cache_dir, tmp_path):
+    """Config, --data, the run folder and the files the config names are checked before PyTorch loads."""
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text("lr: [1\n")
+    script = (
+        "import sys\n"
+        "from aunet.train.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "    sys.exit(exc.code)\n"
+    )
+    data, out = ["--data", str(cache_dir)], ["--out", str(tmp_path / "run")]
+    cases = {
+        f"--data {tmp_path / 'nowhere'} is not a folder (build a face cache with aunet-prep)":
+            ["--data", str(tmp_path / "nowhere")] + out,
+        "is not a face cache": ["--data", str(tmp_path)] + out,
+        "cannot parse config": data + out + ["--config", str(bad_cfg)],
+        "device must be auto, cpu, cuda or cuda:N, got 'tpu'": data + out + ["--device", "tpu"],
+        "--backbone-weights": data + out + ["--backbone-weights", str(tmp_path / "xception.pth")],
+        "--val-data": data + out + ["--val-data", str(tmp_path / "celebdf")],
+        "nothing to resume": data + out + ["--resume"],
+    }
+    for needle, args in cases.items():
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert proc.returncode == 2, (needle, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(ERROR) and needle in lines[0], (needle, proc.stderr)
+        assert not proc.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_usage_errors_are_one_line(capsys, tmp_path):
+    """Values outside an option's choices and missing options fail at parse time, in the same one-line form."""
+    from aunet.train.cli import main
+
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    cases = {
+        "'adam' is not one of 'sgd', 'adamw'": args + ["--optimizer", "adam"],
+        "'both' is not one of 'cross', 'in'": args + ["--protocol", "both"],
+        "'linear' is not one of 'constant', 'cosine'": args + ["--scheduler", "linear"],
+        "Missing option '--data'": args[2:],
+    }
+    for needle, argv in cases.items():
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, needle
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(ERROR) and needle in lines[0], (needle, captured.err)
+        assert not captured.out
+
+
+def test_cli_no_cuda_exits_3(torch, cache_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from aunet.train.cli import app
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = CliRunner().invoke(app, ["--data", str(cache_dir), "--out", str(tmp_path / "run"), "--device", "cuda"])
+    assert_error_line(result, 3, "--device cuda: CUDA is not available")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_non_finite_loss_exits_1(torch, cache_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aunet.train import loop
+    from aunet.train.cli import app
+
+    class NanLoss(loop.AUNetLoss):
+        def forward(self, *args, **kwargs):
+            terms = super().forward(*args, **kwargs)
+            return {**terms, "total": terms["total"] * float("nan")}
+
+    monkeypatch.setattr(loop, "AUNetLoss", NanLoss)
+    args = ["--data", str(cache_dir), "--out", str(tmp_path / "run"), "--config", str(tiny_config_file(tmp_path))]
+    result = CliRunner().invoke(app, args + TINY_CLI_RUN)
+    assert_error_line(result, 1, "the loss is not finite")
+
+
+def test_cli_stop_request_exits_130_with_a_resumable_run(torch, cache_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aunet.train import loop
+    from aunet.train.cli import app
+
+    class StopAtOnce(loop.StopRequest):  # as if Ctrl-C came during the first step
+        def __enter__(self):
+            super().__enter__()
+            self.requested = True
+            return self
+
+    monkeypatch.setattr(loop, "StopRequest", StopAtOnce)
+    run = tmp_path / "run"
+    args = ["--data", str(cache_dir), "--out", str(run), "--config", str(tiny_config_file(tmp_path))]
+    result = CliRunner().invoke(app, args + TINY_CLI_RUN)
+    assert_error_line(result, 130, f"stopped at step 1; {run / 'last.pt'} is resumable: aunet-train --data")
+    assert result.stderr.strip().endswith("--resume")
+    assert weights(run / "last.pt")["step"] == 1
 
 
 def test_ddp_two_cpu_processes_with_gloo(cache_dir, tmp_path):
     """torchrun, 2 processes, gloo: DistributedDataParallel + DistributedSampler, rank 0 writes the run."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    config = tmp_path / "tiny.yaml"
-    config.write_text(json.dumps({"base": "small", "model": TEST_MODEL, "val_fraction": 0.25}))  # JSON is YAML
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aunet.train",
-        "--data", str(cache_dir), "--out", str(tmp_path / "run"), "--config", str(config), "--device", "cpu",
-        "--workers", "0", "--batch-size", "4", "--max-steps", "2",
+        "--data", str(cache_dir), "--out", str(tmp_path / "run"), "--config", str(tiny_config_file(tmp_path)),
+        *TINY_CLI_RUN,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]

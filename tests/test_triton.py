@@ -107,6 +107,7 @@ def test_engine_batch_limit_is_enforced(tmp_path):
     plan = fake_engine(tmp_path, max_batch=8)
     result = run_cli("triton", "--model", plan, "--out", tmp_path / "repo", "--max-batch", 64)
     assert result.exit_code == 2 and "exceeds the engine's profile maximum 8" in result.output
+    assert result.stderr.startswith("aunet-export: error: ") and result.stderr.count("\n") == 1
     assert not (tmp_path / "repo").exists()
 
 
@@ -114,7 +115,7 @@ def test_onnx_repository(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from aunet.export.onnx_export import check_and_save_onnx, write_onnx_spec
+    from aunet.artifacts import check_and_save_onnx, write_onnx_spec
 
     # Any graph with the spec in its metadata: the repository writer reads only the spec and copies the file.
     graph = helper.make_graph([helper.make_node("Identity", ["image"], ["score"])], "g",
@@ -134,6 +135,8 @@ def test_onnx_repository(tmp_path):
 def test_missing_or_foreign_model(tmp_path):
     r = run_cli("triton", "--model", tmp_path / "none.plan", "--out", tmp_path / "repo")
     assert r.exit_code == 2 and "not found" in r.output
+    assert r.stderr.startswith("aunet-export: error: ") and r.stderr.count("\n") == 1
     (tmp_path / "x.plan").write_bytes(b"x")
     r = run_cli("triton", "--model", tmp_path / "x.plan", "--out", tmp_path / "repo")
     assert r.exit_code == 2 and "sidecar" in r.output and "Traceback" not in r.output
+    assert r.stderr.startswith("aunet-export: error: ") and r.stderr.count("\n") == 1

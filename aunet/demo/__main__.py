@@ -1,0 +1,3 @@
+from aunet.demo.demo import main
+
+main()

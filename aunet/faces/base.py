@@ -1,0 +1,40 @@
+"""The face-detector interface: a ``Face`` (box and score in frame pixels) and the ``FaceDetector`` protocol.
+
+Every detector returns its faces largest first; ``aunet.faces.detectors`` chooses one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class DependencyError(RuntimeError):
+    """An optional dependency or model file is missing (CLIs exit 3)."""
+
+
+@dataclass(frozen=True)
+class Face:
+    box: np.ndarray  # float32 [4] x0, y0, x1, y1 in frame pixels
+    score: float
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = (float(v) for v in self.box)
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray) -> list[Face]: ...
+
+
+def largest_first(faces: list[Face]) -> list[Face]:
+    return sorted(faces, key=lambda f: f.area, reverse=True)
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError("expected an RGB uint8 image [H, W, 3]")
