@@ -1,9 +1,10 @@
 """Inference backends for the edge runtime: ONNX Runtime and TensorRT, behind one small interface (torch-free).
 
 ``open_backend(path)`` picks by suffix: ``.onnx`` -> ONNX Runtime (TensorRT EP, CUDA EP or CPU EP, whichever
-this box can run), ``.plan`` / ``.engine`` -> a TensorRT engine with its sidecar ``<engine>.json``. Every
-backend reads the model spec (the deployment contract) from the artifact itself, takes images float32
-[B, 3, S, S] RGB in [0, 1] and returns every output of ``spec.output_names``.
+this box can run), ``.plan`` / ``.engine`` -> a TensorRT engine with its sidecar ``<engine>.json`` or, for an
+engine built elsewhere (trtexec, Polygraphy), with ``spec=`` the ONNX it was built from. Every backend reads the
+model spec (the deployment contract) from the artifact itself, takes images float32 [B, 3, S, S] RGB in [0, 1]
+and returns every output of ``spec.output_names``.
 
 onnxruntime, tensorrt and pycuda are imported inside the classes, and no CUDA context exists before a
 TensorRT backend is opened: importing this module is cheap on any box.
@@ -15,6 +16,7 @@ import ctypes
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -26,6 +28,8 @@ ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")  # PyTorch checkpoints (aunet-train): export them first
 PLAN_FORMAT = "aunet-plan"
+BUILT_BY_AUNET = "aunet-export trt"  # sidecar "built_by": the build recorded the TensorRT version and the GPU
+BUILT_BY_EXTERNAL = "external"  # trtexec, Polygraphy, ...: the sidecar comes from the ONNX, TensorRT/GPU unknown
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 # ORT_ENABLE_ALL made ONNX Runtime's CPU provider (1.24, 1.32) segfault on AutoCast FP16 graphs of a similar
 # model; ORT_ENABLE_EXTENDED ran them correctly. Reduced-precision graphs therefore get "extended".
@@ -42,6 +46,11 @@ class BackendUnavailable(RuntimeError):
 
 class PlanMismatchError(SpecError):
     """A TensorRT engine built for another GPU or another TensorRT version."""
+
+
+class UnverifiedEngineWarning(UserWarning):
+    """An engine built outside aunet-export: which TensorRT and GPU it was built for is not recorded, so the
+    runtime cannot check them against this box (it checks the engine's I/O against the spec instead)."""
 
 
 # --- CUDA device discovery (driver API through ctypes: no context is created, no torch, no pycuda) ---
@@ -127,7 +136,11 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
 def read_plan_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
     path = sidecar_path(engine_path)
     if not path.is_file():
-        raise BackendError(f"{engine_path}: its sidecar {path.name} is missing (aunet-export trt writes both)")
+        raise BackendError(
+            f"{engine_path}: its sidecar {path.name} is missing (aunet-export trt writes one with the engine); for an "
+            f"engine built elsewhere (trtexec, Polygraphy), write it from the ONNX the engine was built from with "
+            f"`aunet-export sidecar --engine {engine_path} --onnx model.onnx`, or give that ONNX as the engine's spec "
+            f"(`aunet-infer --spec model.onnx`, `Detector(..., spec=\"model.onnx\")`)")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -184,8 +197,47 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
     return ModelSpec.from_json(meta[METADATA_KEY])
 
 
-def check_plan_sidecar(sidecar: Mapping[str, Any], *, tensorrt_version: str, gpu: Mapping[str, Any]) -> None:
-    """Refuse an engine built by another TensorRT or for another GPU (engines are not portable)."""
+def external_sidecar(onnx_path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of an engine built outside aunet-export from ``onnx_path``: that ONNX's spec, with the TensorRT
+    version and the GPU unknown (``built_by`` external). The runtime checks the engine's I/O against the spec and
+    warns that its TensorRT/GPU match is unverified."""
+    onnx_path = Path(onnx_path)
+    if onnx_path.suffix.lower() not in ONNX_SUFFIXES:
+        raise BackendError(f"{onnx_path}: an engine's spec comes from the ONNX it was built from (.onnx), "
+                           f"not a {onnx_path.suffix or 'suffix-less'} file")
+    spec = read_spec(onnx_path)  # missing file, foreign ONNX: refused here
+    return {"format": PLAN_FORMAT, "spec": spec.to_dict(), "precision": spec.precision, "built_by": BUILT_BY_EXTERNAL,
+            "tensorrt": None, "gpu": None, "onnx": onnx_path.name}
+
+
+def build_recorded(sidecar: Mapping[str, Any]) -> bool:
+    """Whether the sidecar records the TensorRT version and GPU the engine was built for (aunet-export trt)."""
+    return sidecar.get("built_by") != BUILT_BY_EXTERNAL
+
+
+def plan_sidecar(engine_path: str | os.PathLike, spec: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The sidecar an engine runs with: its ``<engine>.json``, or with ``spec`` (the ONNX the engine was built from)
+    one made from that ONNX. With both, the two specs must describe the same model, and the sidecar's record of
+    TensorRT and GPU still holds."""
+    if spec is None:
+        return read_plan_sidecar(engine_path)
+    made = external_sidecar(spec)
+    if not sidecar_path(engine_path).is_file():
+        return made
+    own = read_plan_sidecar(engine_path)
+    try:
+        ModelSpec.from_dict(own["spec"]).check_compatible(ModelSpec.from_dict(made["spec"]))
+    except SpecError as exc:
+        raise SpecError(f"{spec} does not describe the engine its sidecar {sidecar_path(engine_path).name} "
+                        f"describes: {exc}") from None
+    return own
+
+
+def check_plan_sidecar(sidecar: Mapping[str, Any], *, tensorrt_version: str, gpu: Mapping[str, Any]) -> bool:
+    """Refuse an engine built by another TensorRT or for another GPU (engines are not portable). Returns True when
+    the sidecar's record matches this box, False for an engine built elsewhere, whose record is unknown."""
+    if not build_recorded(sidecar):
+        return False
     built_trt = str(sidecar.get("tensorrt", "?"))
     built_gpu = sidecar.get("gpu") or {}
     built = f"TensorRT {built_trt} on {built_gpu.get('name', '?')} (compute {built_gpu.get('compute_capability', '?')})"
@@ -194,6 +246,27 @@ def check_plan_sidecar(sidecar: Mapping[str, Any], *, tensorrt_version: str, gpu
             or str(built_gpu.get("compute_capability")) != str(gpu.get("compute_capability"))):
         raise PlanMismatchError(f"engine built with {built}, this box has {here}: engines are not portable, "
                                 "rebuild it here with `aunet-export trt`")
+    return True
+
+
+_UNVERIFIED_WARNED: set[str] = set()  # engines already warned about in this process
+
+
+def _warn_unverified(path: Path, tensorrt_version: str, gpu: Mapping[str, Any]) -> None:
+    key = str(path.resolve())
+    if key in _UNVERIFIED_WARNED:
+        return
+    _UNVERIFIED_WARNED.add(key)
+    warnings.warn(UnverifiedEngineWarning(
+        f"{path} was built outside aunet-export: that it was built for this box (TensorRT {tensorrt_version} on "
+        f"{gpu.get('name')}, compute {gpu.get('compute_capability')}) is not verified; its I/O match the spec"),
+        stacklevel=4)
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)),
+            "min": float(a.min()), "max": float(a.max())}
 
 
 # --- backends ---
@@ -358,17 +431,28 @@ class HostDeviceMem:
 
 
 class TensorRTBackend(Backend):
-    """A serialized TensorRT engine (.plan) and its sidecar. Buffers are sized for the profile's max batch;
-    one CUDA stream; shapes set per call (set_input_shape), then execute_async_v3."""
+    """A serialized TensorRT engine (.plan) and its sidecar, or ``spec``: the ONNX an engine built elsewhere
+    (trtexec, Polygraphy) was built from. Buffers are sized for the profile's max batch; one CUDA stream; shapes
+    set per call (set_input_shape), then execute_async_v3.
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+    Checked when it opens: the sidecar's TensorRT version and GPU against this box (an engine built elsewhere
+    has none: one UnverifiedEngineWarning per engine and process instead), that the engine deserializes, and
+    that its I/O tensors are the spec's: names, float32 (or float16) in the linear layout, [B, 3, S, S] in and
+    the spec's output shapes out, one optimization profile from batch 1."""
+
+    build_verified: bool = True  # False: an engine built elsewhere, its TensorRT/GPU match unverified
+    opt_batch: int = 1  # the profile's opt batch: what the engine was tuned for
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", spec: str | os.PathLike | None = None, *,
+                 warn_unverified: bool = True):
+        """``warn_unverified`` False: an engine built elsewhere opens without the warning (the caller says it)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise BackendError(f"engine not found: {self.path}")
         if device not in ("auto", "cuda", "tensorrt"):
             raise BackendError(f"a TensorRT engine runs on a CUDA GPU, not on device {device!r}")
-        sidecar = read_plan_sidecar(self.path)
-        self.spec = ModelSpec.from_dict(sidecar["spec"])
+        self.sidecar = plan_sidecar(self.path, spec)
+        self.spec = ModelSpec.from_dict(self.sidecar["spec"])
         try:
             import tensorrt as trt
         except ImportError:
@@ -377,7 +461,7 @@ class TensorRTBackend(Backend):
         gpus = cuda_devices()
         if not gpus:
             raise BackendUnavailable("no CUDA GPU is visible: a TensorRT engine needs one")
-        check_plan_sidecar(sidecar, tensorrt_version=trt.__version__, gpu=gpus[0])
+        self.build_verified = check_plan_sidecar(self.sidecar, tensorrt_version=trt.__version__, gpu=gpus[0])
         self._cuda, self._buffers, self._ctx = cuda, {}, None
         self._engine = self._context = self._stream = None
         cuda.init()
@@ -388,7 +472,10 @@ class TensorRTBackend(Backend):
         except BaseException:
             self.close()  # no leaked buffers or context when the engine does not fit
             raise
+        self.tensorrt_version, self.gpu = trt.__version__, dict(gpus[0])
         self.name = f"tensorrt:{trt.__version__}:{gpus[0]['name']}"
+        if not self.build_verified and warn_unverified:
+            _warn_unverified(self.path, trt.__version__, gpus[0])
 
     def _load(self, trt: Any) -> None:
         self._engine = trt.Runtime(tensorrt_logger(trt)).deserialize_cuda_engine(self.path.read_bytes())
@@ -408,16 +495,58 @@ class TensorRTBackend(Backend):
             raise SpecError(f"{self.path}: engine I/O {names} does not match its spec "
                             f"({self.spec.input_name} -> {', '.join(self.spec.output_names)}{detail})")
         dtypes = {n: _numpy_dtype(trt, self._engine.get_tensor_dtype(n), n, self.path) for n in names}
+        self._check_io(trt, names, dtypes)
+        self.min_batch, self.opt_batch, self.max_batch = self._profile_batches()
         self._context = self._engine.create_execution_context()
         self._stream = self._cuda.Stream()
-        _, _, max_shape = self._engine.get_tensor_profile_shape(self.spec.input_name, 0)
-        self.max_batch = int(max_shape[0])
         s = self.spec.input_size
         per_item = {**self.spec.output_shapes(1), self.spec.input_name: (1, 3, s, s)}
         for n in names:
             size = self.max_batch * int(np.prod(per_item[n][1:]))
             self._buffers[n] = HostDeviceMem(self._cuda, size, dtypes[n])
             self._context.set_tensor_address(n, int(self._buffers[n].device))
+
+    def _check_io(self, trt: Any, names: list[str], dtypes: Mapping[str, np.dtype]) -> None:
+        """Every I/O tensor as the spec has it, all problems in one message (a SpecError): the batch first and
+        the spec's dims after it, a float type the host buffers convert (float32, or float16 from
+        ``--inputIOFormats=fp16:chw``-style builds), and the linear layout (a vectorized format such as HWC8 would
+        be read as garbage)."""
+        s = self.spec.input_size
+        want = {self.spec.input_name: (3, s, s), **{n: shape[1:] for n, shape in self.spec.output_shapes(1).items()}}
+        problems = []
+        for n in names:
+            shape = tuple(int(d) for d in self._engine.get_tensor_shape(n))
+            dims = tuple(want[n])
+            if len(shape) != len(dims) + 1 or shape[1:] != dims or shape[0] == 0 or shape[0] < -1:
+                problems.append(f"{n} is {list(shape)}, the spec's is [batch{''.join(f', {d}' for d in dims)}]")
+            if dtypes[n] not in (np.dtype(np.float32), np.dtype(np.float16)):
+                problems.append(f"{n} is {dtypes[n].name}, the spec's is float32")
+            fmt = self._engine.get_tensor_format(n)
+            if fmt != trt.TensorFormat.LINEAR:
+                problems.append(f"{n} has the vectorized layout {getattr(fmt, 'name', fmt)}, the runtime reads LINEAR")
+        if problems:
+            raise SpecError(f"{self.path}: the engine's I/O do not match the spec ({'; '.join(problems)}): build it "
+                            "from that ONNX with float32 linear I/O and a dynamic batch")
+
+    def _profile_batches(self) -> tuple[int, int, int]:
+        """(min, opt, max) batch of optimization profile 0. The runtime sends any batch from 1 to the max (the
+        last chunk of a video is smaller), so the profile must start at 1."""
+        name = self.spec.input_name
+        try:
+            shapes = [tuple(int(d) for d in s) for s in self._engine.get_tensor_profile_shape(name, 0)]
+        except (RuntimeError, TypeError, ValueError):
+            shapes = []
+        if len(shapes) != 3 or any(len(s) != 4 or min(s) < 1 for s in shapes):  # a static input has no profile
+            static = tuple(int(d) for d in self._engine.get_tensor_shape(name))
+            shapes = [static] * 3
+        lo, opt, hi = (int(s[0]) for s in shapes)
+        if lo != 1 or hi < 1:
+            s = self.spec.input_size
+            raise SpecError(f"{self.path}: the engine takes batches {lo} to {hi} of {name}; the runtime sends any "
+                            f"batch from 1 to the maximum: rebuild it with a profile from batch 1 (trtexec "
+                            f"--minShapes={name}:1x3x{s}x{s} --optShapes={name}:{max(opt, 1)}x3x{s}x{s} "
+                            f"--maxShapes={name}:{max(hi, 1)}x3x{s}x{s})")
+        return lo, opt, hi
 
     @contextlib.contextmanager
     def _active(self) -> Iterator[None]:
@@ -427,22 +556,64 @@ class TensorRTBackend(Backend):
         finally:
             self._cuda.Context.pop()
 
+    def _enqueue(self, shape: tuple[int, ...], marks: Sequence[Any] = ()) -> None:
+        """One batch on the stream, the input already in its host buffer: copy in, execute, copy out. ``marks``:
+        four CUDA events recorded before the copy in, after it, after the execution, after the copies out."""
+        cuda, stream = self._cuda, self._stream
+        record = (lambda i: marks[i].record(stream)) if marks else (lambda i: None)
+        inp, size = self._buffers[self.spec.input_name], int(np.prod(shape))
+        record(0)
+        cuda.memcpy_htod_async(inp.device, inp.host[:size], stream)
+        record(1)
+        self._context.set_input_shape(self.spec.input_name, shape)
+        if not self._context.execute_async_v3(stream.handle):
+            raise RuntimeError(f"{self.name}: execute_async_v3 failed")
+        record(2)
+        for n, out_shape in self.spec.output_shapes(shape[0]).items():
+            out = self._buffers[n]
+            cuda.memcpy_dtoh_async(out.host[: int(np.prod(out_shape))], out.device, stream)
+        record(3)
+
     def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        cuda, b = self._cuda, len(images)
-        shapes = self.spec.output_shapes(b)
+        shapes = self.spec.output_shapes(len(images))
         with self._active():
-            inp = self._buffers[self.spec.input_name]
-            inp.host[: images.size] = images.ravel()
-            cuda.memcpy_htod_async(inp.device, inp.host[: images.size], self._stream)
-            self._context.set_input_shape(self.spec.input_name, images.shape)
-            if not self._context.execute_async_v3(self._stream.handle):
-                raise RuntimeError(f"{self.name}: execute_async_v3 failed")
-            for n in self.spec.output_names:
-                size = int(np.prod(shapes[n]))
-                cuda.memcpy_dtoh_async(self._buffers[n].host[:size], self._buffers[n].device, self._stream)
+            self._buffers[self.spec.input_name].host[: images.size] = images.ravel()
+            self._enqueue(images.shape)
             self._stream.synchronize()
             return {n: self._buffers[n].host[: int(np.prod(shapes[n]))].reshape(shapes[n]).astype(np.float32)
                     for n in self.spec.output_names}
+
+    def time_gpu(self, batch: int | None = None, iterations: int = 100, warmup: int = 10) -> dict[str, Any]:
+        """GPU time of one batch (default: the profile's opt batch) from CUDA events on the engine's stream, as
+        trtexec reports it: per iteration the input's host-to-device copy, the engine's compute and the outputs'
+        device-to-host copies, after ``warmup`` untimed iterations. Each in ms (mean, median, p99, min, max);
+        ``latency_ms`` is their sum per iteration and ``faces_per_s`` the batch over its mean (one stream, no
+        overlap between batches: what the runtime gets)."""
+        batch = self.opt_batch if batch is None else batch
+        if not 1 <= batch <= self.max_batch:
+            raise BackendError(f"{self.name}: batch {batch} is outside the engine's profile (1..{self.max_batch})")
+        if iterations < 1 or warmup < 0:
+            raise BackendError(f"timing needs iterations >= 1 and warmup >= 0, got {iterations} and {warmup}")
+        s = self.spec.input_size
+        shape = (batch, 3, s, s)
+        size = int(np.prod(shape))
+        times: dict[str, list[float]] = {"h2d_ms": [], "compute_ms": [], "d2h_ms": []}
+        with self._active():
+            self._buffers[self.spec.input_name].host[:size] = np.random.default_rng(0).random(size, np.float32)
+            marks = [self._cuda.Event() for _ in range(4)]
+            for i in range(warmup + iterations):
+                self._enqueue(shape, marks)
+                marks[3].synchronize()
+                if i >= warmup:
+                    for key, (start, end) in zip(times, ((0, 1), (1, 2), (2, 3))):
+                        times[key].append(float(marks[end].time_since(marks[start])))
+            marks.clear()  # the events go while their context is current
+        latency = [sum(t) for t in zip(*times.values())]
+        report: dict[str, Any] = {"batch": batch, "iterations": iterations, "warmup": warmup,
+                                  **{key: _stats(values) for key, values in times.items()},
+                                  "latency_ms": _stats(latency)}
+        report["faces_per_s"] = 1e3 * batch / report["latency_ms"]["mean"] if report["latency_ms"]["mean"] > 0 else None
+        return report
 
     def close(self) -> None:
         if self._ctx is None:
@@ -459,18 +630,23 @@ class TensorRTBackend(Backend):
 
 
 def open_backend(path: str | os.PathLike, device: str = "auto", providers: Sequence[Any] | None = None,
-                 **options: Any) -> Backend:
-    """The backend for ``path`` by its suffix: .onnx -> ONNX Runtime, .plan / .engine -> TensorRT."""
+                 spec: str | os.PathLike | None = None, **options: Any) -> Backend:
+    """The backend for ``path`` by its suffix: .onnx -> ONNX Runtime, .plan / .engine -> TensorRT. ``spec``: for an
+    engine without a sidecar (built with trtexec or Polygraphy), the ONNX it was built from."""
     suffix = Path(path).suffix.lower()
     if suffix in ONNX_SUFFIXES:
+        if spec is not None:
+            raise BackendError(f"{path} is an ONNX and carries its own spec: spec= is for a TensorRT engine")
         return OnnxRuntimeBackend(path, device=device, providers=providers, **options)
     if suffix in ENGINE_SUFFIXES:
-        return TensorRTBackend(path, device=device)
+        return TensorRTBackend(path, device=device, spec=spec)
     raise BackendError(f"{path}: unknown model type {suffix!r} (expected .onnx, .plan or .engine)")
 
 
 __all__ = [
-    "Backend", "BackendError", "BackendUnavailable", "HostDeviceMem", "OnnxRuntimeBackend", "PlanMismatchError",
-    "TensorRTBackend", "CHECKPOINT_SUFFIXES", "check_model_path", "check_plan_sidecar", "cuda_devices", "open_backend", "ort_providers", "read_plan_sidecar",
-    "read_spec", "sidecar_path", "tensorrt_logger", "tensorrt_major",
+    "BUILT_BY_AUNET", "BUILT_BY_EXTERNAL", "Backend", "BackendError", "BackendUnavailable", "HostDeviceMem",
+    "OnnxRuntimeBackend", "PlanMismatchError", "TensorRTBackend", "UnverifiedEngineWarning", "CHECKPOINT_SUFFIXES",
+    "build_recorded", "check_model_path", "check_plan_sidecar", "cuda_devices", "external_sidecar", "open_backend",
+    "ort_providers", "plan_sidecar", "read_plan_sidecar", "read_spec", "sidecar_path", "tensorrt_logger",
+    "tensorrt_major",
 ]

@@ -3,6 +3,8 @@
 \b
     aunet-export onnx   --ckpt RUN/best.pt --out model.onnx     model.onnx + model.ref.npz + model.verify.json
     aunet-export trt    --onnx model.onnx --fp16                model.fp16.onnx, then model.fp16.plan (+ .json)
+    aunet-export trt    --onnx model.fp16.onnx                  an engine of a precision ONNX (precision from its spec)
+    aunet-export sidecar --engine model.plan --onnx model.onnx  the sidecar of an engine built with trtexec/Polygraphy
     aunet-export verify --model model.{onnx,plan}               re-run verification anywhere, without torch
     aunet-export triton --model model.fp16.plan --out repo/     a Triton model repository
     aunet-export detector --weights RetinaFace.pth --out detector.onnx
@@ -214,12 +216,55 @@ def onnx(
             require_passed(run_verification(out, ref_path, device="cpu", title="ONNX Runtime"), out, ref_path)
 
 
+def print_build(plan: Path, sidecar: dict[str, Any]) -> None:
+    """trtexec's build summary: how long the build took and how big the engine is."""
+    console.print(f"engine built in {sidecar['build_seconds']:.1f} s, {sidecar['engine_bytes'] / 1e6:.1f} MB "
+                  f"({plan.name})")
+
+
+def print_timing(timing: dict[str, Any], plan: Path) -> None:
+    """The GPU timing of ``TensorRTBackend.time_gpu`` as a table (ms per batch) and the throughput."""
+    table = Table(title=f"GPU time per batch of {timing['batch']} ({plan.name}): CUDA events, "
+                        f"{timing['iterations']} runs after {timing['warmup']} warm-up")
+    for col in ("stage", "mean ms", "median ms", "p99 ms", "min ms", "max ms"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for key, label in (("h2d_ms", "H2D copy"), ("compute_ms", "GPU compute"), ("d2h_ms", "D2H copy"),
+                       ("latency_ms", "total")):
+        st = timing[key]
+        table.add_row(label, *(f"{st[k]:.3f}" for k in ("mean", "median", "p99", "min", "max")))
+    console.print(table)
+    rate = "-" if timing["faces_per_s"] is None else f"{timing['faces_per_s']:.1f}"
+    console.print(f"throughput at batch {timing['batch']}: {rate} faces/s (batch / mean total; "
+                  f"recorded in {plan.name}.json)")
+
+
+def trt_precision(onnx_path: Path, spec_precision: str, fp16: bool, int8: bool, calib: Optional[Path]) -> str:
+    """The engine's precision: a precision ONNX's own (a flag may only repeat it), an FP32 ONNX's flag."""
+    flag = "fp16" if fp16 else "int8" if int8 else None
+    if spec_precision in ("fp16", "int8"):
+        if flag is not None and flag != spec_precision:
+            raise UsageError(f"--{flag} contradicts {onnx_path.name}, whose spec says {spec_precision}: drop the flag "
+                             "(the precision comes from the ONNX) or pass the FP32 export")
+        if calib is not None:
+            raise UsageError(f"--calib: {onnx_path.name} is already {spec_precision}; calibration data is for "
+                             "--int8 on the FP32 export")
+        return spec_precision
+    if spec_precision != "fp32":
+        raise UsageError(f"{onnx_path}: its spec has the unknown precision {spec_precision!r}")
+    if flag is None:
+        raise UsageError("give --fp16 or --int8")
+    return flag
+
+
 @app.command()
 def trt(
-    onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX from `aunet-export onnx`."),
-    fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 (ModelOpt AutoCast), FP32 I/O (not with --int8)."),
+    onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX from `aunet-export onnx` (with --fp16 or --int8), "
+                                                       "or a model.fp16.onnx / model.int8.onnx (its spec gives the "
+                                                       "precision)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 (ModelOpt AutoCast), FP32 I/O (not with --int8; "
+                                                    "not needed for a precision ONNX)."),
     int8: bool = typer.Option(False, "--int8", help="INT8 with explicit Q/DQ from calibration (needs --calib; "
-                                                    "not with --fp16)."),
+                                                    "not with --fp16; not needed for a precision ONNX)."),
     calib: Optional[Path] = typer.Option(None, help="Calibration set (calib.npz + calib.json) or face cache for --int8."),
     max_batch: int = typer.Option(32, min=1, help="Largest batch of the optimization profile."),
     opt_batch: Optional[int] = typer.Option(None, min=1, help="Batch TensorRT tunes for (default min(8, max))."),
@@ -229,26 +274,25 @@ def trt(
     out: Optional[Path] = typer.Option(None, help="Engine to write (default: <model>.<precision>.plan)."),
     ref: Optional[Path] = typer.Option(None, help="Reference bundle (default: <model>.ref.npz beside the ONNX)."),
     verify: bool = typer.Option(True, help="Verify the precision ONNX (ONNX Runtime) and the engine."),
+    timing_runs: int = typer.Option(100, min=0, help="Time the engine on the GPU over this many batches at the "
+                                                     "profile's opt batch (CUDA events; 0: no timing)."),
+    timing_warmup: int = typer.Option(10, min=0, help="Untimed batches before the timing runs."),
 ) -> None:
-    """Write the FP16/INT8 ONNX (any machine), then build and verify a TensorRT engine (GPU + TensorRT)."""
+    """Write the FP16/INT8 ONNX (any machine), then build, verify and time a TensorRT engine (GPU + TensorRT)."""
     with handled_errors():
         exclusive(PROG, fp16=fp16, int8=int8)
-        if not (fp16 or int8):
-            raise UsageError("give --fp16 or --int8")
-        precision = "fp16" if fp16 else "int8"
         check_model_file(onnx_path)
         from aunet.backends import read_spec
 
         from .precision import make_fp16_onnx, make_int8_onnx, precision_path
 
         spec = read_spec(onnx_path)  # refuses a file that is not an aunet export
+        precision = trt_precision(onnx_path, spec.precision, fp16, int8, calib)
         ref = ref or default_ref_path(onnx_path)
         plan = out or onnx_path.with_name(f"{base_stem(onnx_path)}.{precision}.plan")
         check_writable(plan)
         if spec.precision == precision:
             precise = onnx_path
-        elif spec.precision != "fp32":
-            raise UsageError(f"{onnx_path} is {spec.precision}: pass the FP32 export")
         else:
             precise = precision_path(onnx_path, precision)
             check_writable(precise)
@@ -264,7 +308,7 @@ def trt(
         elif verify:
             console.print(f"[yellow]no reference bundle {ref}: {precise.name} not verified[/]")
 
-        from .tensorrt_build import build_engine, tensorrt_status
+        from .tensorrt_build import build_engine, tensorrt_status, time_engine
 
         tensorrt_status()  # no TensorRT or no GPU: one line, exit 3, the precision ONNX stays
         cache = timing_cache or onnx_path.with_name(f"{base_stem(onnx_path)}.timing.cache")
@@ -273,8 +317,64 @@ def trt(
                                    timing_cache=cache)
         console.print(f"wrote {plan} and {plan.name}.json: TensorRT {sidecar['tensorrt']}, {sidecar['gpu']['name']} "
                       f"(compute {sidecar['gpu']['compute_capability']}), {precision}")
+        print_build(plan, sidecar)
         if verify and ref.is_file():
             require_passed(run_verification(plan, ref, title="TensorRT engine"), plan, ref)
+        if timing_runs:
+            with console.status(f"timing {plan.name} on the GPU ..."):
+                timing = time_engine(plan, iterations=timing_runs, warmup=timing_warmup)
+            print_timing(timing, plan)
+
+
+@app.command()
+def sidecar(
+    engine: Path = typer.Option(..., help="TensorRT engine (.plan/.engine) built elsewhere (trtexec, Polygraphy) "
+                                          "from --onnx."),
+    onnx_path: Path = typer.Option(..., "--onnx", help="The aunet ONNX the engine was built from: its spec goes into "
+                                                       "the sidecar."),
+    force: bool = typer.Option(False, help="Replace a sidecar written by `aunet-export trt` (it records the "
+                                           "engine's TensorRT version and GPU, which this one cannot)."),
+) -> None:
+    """Write <engine>.json for an engine built elsewhere: the ONNX's spec, its TensorRT/GPU match unverified."""
+    with handled_errors():
+        from aunet.backends import (BackendError, BackendUnavailable, build_recorded, read_plan_sidecar,
+                                    sidecar_path)
+
+        from .tensorrt_build import check_external_engine, write_external_sidecar
+
+        if engine.suffix.lower() not in ENGINE_SUFFIXES:
+            raise UsageError(f"--engine {engine}: expected a TensorRT engine (.plan or .engine)")
+        if not engine.is_file():
+            raise UsageError(f"engine not found: {engine}")
+        check_model_file(onnx_path)
+        if onnx_path.suffix.lower() not in ONNX_SUFFIXES:
+            raise UsageError(f"--onnx {onnx_path}: expected the ONNX the engine was built from (.onnx)")
+        side_path = sidecar_path(engine)
+        if side_path.is_file() and not force:
+            try:
+                recorded = build_recorded(read_plan_sidecar(engine))
+            except BackendError:  # unreadable or not ours: replaced
+                recorded = False
+            if recorded:
+                raise UsageError(f"{side_path} was written by aunet-export trt and records the engine's TensorRT "
+                                 "version and GPU: --force replaces it")
+        check_writable(side_path)
+        side = write_external_sidecar(engine, onnx_path)
+        console.print(f"wrote {side_path}: the spec of {onnx_path.name} ({side['precision']}, "
+                      f"{side['spec']['input_size'][0]} px); TensorRT version and GPU not recorded")
+        try:
+            side = check_external_engine(engine)
+        except BackendUnavailable as exc:
+            console.print(f"[yellow]engine not checked here ({exc}); the runtime checks its I/O against the spec "
+                          "when it loads it[/]")
+            return
+        except BaseException:
+            side_path.unlink(missing_ok=True)  # no sidecar pairing an engine with a spec it does not run
+            raise
+        p = side["profile"]
+        console.print(f"checked {engine.name} on {side['checked_on']['gpu']['name']} (TensorRT "
+                      f"{side['checked_on']['tensorrt']}): it deserializes, its I/O match the spec, batch "
+                      f"{p['min']}..{p['max']} (opt {p['opt']})")
 
 
 @app.command("verify")

@@ -8,7 +8,11 @@ read before and written after the build, so rebuilding on the same GPU is fast. 
 written costs a warning, never the engine.
 
 The sidecar carries the spec and what the engine is tied to: the TensorRT version and the GPU (name,
-compute capability). aunet.backends refuses an engine whose sidecar does not match the box.
+compute capability), and the build's time and size; ``time_engine`` adds the engine's GPU timing. aunet.backends
+refuses an engine whose sidecar does not match the box.
+
+Engines built elsewhere (trtexec, Polygraphy) get their sidecar from ``write_external_sidecar``: the spec of the
+ONNX they were built from, the TensorRT version and GPU unknown (``built_by: external``).
 """
 from __future__ import annotations
 
@@ -16,16 +20,19 @@ import datetime as _dt
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from aunet.io import atomic_write_bytes, atomic_write_text
-from aunet.backends import (INSTALL_HINT, PLAN_FORMAT, BackendUnavailable, cuda_devices, read_spec, sidecar_path,
+from aunet.backends import (BUILT_BY_AUNET, INSTALL_HINT, PLAN_FORMAT, BackendUnavailable, TensorRTBackend,
+                            cuda_devices, external_sidecar, read_plan_sidecar, read_spec, sidecar_path,
                             tensorrt_logger, tensorrt_major)
 
 from aunet.artifacts import ExportError, file_sha256
 
 log = logging.getLogger(__name__)
+_clock = time.perf_counter  # the build's wall clock (a test sets it)
 
 
 def tensorrt_status() -> tuple[Any, dict[str, Any]]:
@@ -131,22 +138,69 @@ def build_engine(onnx_path: str | os.PathLike, plan_path: str | os.PathLike, *, 
         raise ValueError("max_batch must be >= 1")
     opt_batch = min(opt_batch or 8, max_batch)
     s = spec.input_size
+    started = _clock()
     engine, tied_to = build_serialized(
         onnx_path, spec.input_name, ((1, 3, s, s), (opt_batch, 3, s, s), (max_batch, 3, s, s)),
         workspace_gb=workspace_gb, timing_cache=timing_cache)
+    build_seconds = _clock() - started
     sidecar = {
         "format": PLAN_FORMAT,
         "spec": spec.to_dict(),
         "precision": spec.precision,
+        "built_by": BUILT_BY_AUNET,
         **tied_to,
         "profile": {"input": spec.input_name, "min": 1, "opt": opt_batch, "max": max_batch},
         "workspace_gb": workspace_gb,
         "onnx": onnx_path.name,
         "onnx_sha256": file_sha256(onnx_path),
-        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "built_at": _now(),
+        "build_seconds": round(build_seconds, 3),
+        "engine_bytes": len(engine),
     }
     write_plan(plan_path, engine, sidecar)
     return sidecar
 
 
-__all__ = ["build_engine", "build_serialized", "tensorrt_status", "write_plan"]
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def update_sidecar(plan_path: str | os.PathLike, **entries: Any) -> dict[str, Any]:
+    """Add ``entries`` to the engine's sidecar (rewritten atomically); returns the new sidecar."""
+    sidecar = {**read_plan_sidecar(plan_path), **entries}
+    atomic_write_text(sidecar_path(plan_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    return sidecar
+
+
+def time_engine(plan_path: str | os.PathLike, *, iterations: int = 100, warmup: int = 10,
+                batch: int | None = None) -> dict[str, Any]:
+    """GPU timing of the engine (``TensorRTBackend.time_gpu``: CUDA events, the profile's opt batch by default),
+    recorded in its sidecar as ``timing``."""
+    with TensorRTBackend(plan_path) as backend:
+        timing = backend.time_gpu(batch, iterations=iterations, warmup=warmup)
+    update_sidecar(plan_path, timing=timing)
+    return timing
+
+
+def write_external_sidecar(engine_path: str | os.PathLike, onnx_path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of an engine built outside aunet-export (trtexec, Polygraphy) from ``onnx_path``: its spec,
+    the TensorRT version and GPU unknown. Returns it."""
+    sidecar = {**external_sidecar(onnx_path), "onnx_sha256": file_sha256(onnx_path), "written_at": _now()}
+    atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    return sidecar
+
+
+def check_external_engine(engine_path: str | os.PathLike) -> dict[str, Any]:
+    """Open an engine built elsewhere with its sidecar (it deserializes here; its I/O match the spec, else
+    SpecError) and record in the sidecar its optimization profile and where it was checked. BackendUnavailable
+    where TensorRT, pycuda or a GPU is missing."""
+    with TensorRTBackend(engine_path, warn_unverified=False) as backend:  # "unverified" is what the sidecar says
+        profile = {"input": backend.spec.input_name, "min": backend.min_batch, "opt": backend.opt_batch,
+                   "max": backend.max_batch}
+        checked_on = {"tensorrt": backend.tensorrt_version, "at": _now(),
+                      "gpu": {k: backend.gpu[k] for k in ("name", "compute_capability")}}
+    return update_sidecar(engine_path, profile=profile, checked_on=checked_on)
+
+
+__all__ = ["build_engine", "build_serialized", "check_external_engine", "tensorrt_status", "time_engine",
+           "update_sidecar", "write_external_sidecar", "write_plan"]

@@ -10,6 +10,7 @@ TensorRT version as the Triton container's (see its release notes) and the servi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from aunet.spec import ModelSpec
 
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".plan": ("tensorrt_plan", "model.plan"),
              ".engine": ("tensorrt_plan", "model.plan")}
+# The model name is the folder Triton loads and is quoted in config.pbtxt: one plain path component.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _tensor(name: str, dims: list[int], reshape: list[int] | None = None) -> str:
@@ -60,12 +63,20 @@ def config_pbtxt(spec: ModelSpec, name: str, platform: str, max_batch: int, queu
 def write_repository(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, name: str = "aunet",
                      max_batch: int | None = None, queue_delay_us: int = 500, version: int = 1) -> Path:
     """Write ``<out_dir>/<name>/`` for ``model_path``; returns the config.pbtxt path."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r}: use letters, digits, '_', '.', '-' (it names the repository folder)")
     model_path = Path(model_path)
     suffix = model_path.suffix.lower()
     spec = read_spec(model_path)  # refuses a file without an aunet spec
     platform, filename = PLATFORMS[suffix]
     if suffix in ENGINE_SUFFIXES:
-        engine_max = int(read_plan_sidecar(model_path)["profile"]["max"])
+        profile = read_plan_sidecar(model_path).get("profile")
+        if not profile:  # a sidecar written for an engine built elsewhere, where its profile could not be read
+            if max_batch is None:
+                raise ValueError(f"{model_path.name}'s sidecar does not record its batch profile: give --max-batch "
+                                 "(at most the engine's profile maximum)")
+            profile = {"max": max_batch}
+        engine_max = int(profile["max"])
         if max_batch is not None and max_batch > engine_max:
             raise ValueError(f"--max-batch {max_batch} exceeds the engine's profile maximum {engine_max}")
         max_batch = max_batch or engine_max

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
@@ -22,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aunet.backends import DEVICES
+from aunet.backends import DEVICES, ENGINE_SUFFIXES, ONNX_SUFFIXES
 from aunet.cli import exclusive, fail, print_error, run
 from aunet.io import atomic_write_text
 from aunet.spec import SpecError
@@ -55,6 +57,37 @@ def check_engine_file(engine: Path) -> None:
         check_model_path(engine)
     except BackendError as exc:
         raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
+
+
+def check_spec_file(spec: Optional[Path], engine: Path) -> None:
+    """``--spec`` names the ONNX a TensorRT engine was built from; refuse anything else before the model loads."""
+    if spec is None:
+        return
+    if engine.suffix.lower() not in ENGINE_SUFFIXES:
+        raise fail(PROG, f"--spec is for a TensorRT engine (.plan/.engine); {engine} is an ONNX and carries its own "
+                         "spec", EXIT_BAD_INPUT)
+    if spec.suffix.lower() not in ONNX_SUFFIXES:
+        raise fail(PROG, f"--spec {spec}: expected the ONNX the engine was built from (.onnx)", EXIT_BAD_INPUT)
+    if not spec.is_file():
+        raise fail(PROG, f"--spec: ONNX not found: {spec}", EXIT_BAD_INPUT)
+
+
+def load_detector(engine: Path, **options: Any):
+    """The Detector; an engine built elsewhere warns that its TensorRT/GPU match is unverified: one line,
+    ``aunet-infer: warning: ...``, on stderr."""
+    from aunet.backends import UnverifiedEngineWarning
+
+    from .pipeline import Detector
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedEngineWarning)
+        model = Detector(engine, **options)
+    for w in caught:
+        if issubclass(w.category, UnverifiedEngineWarning):
+            print(f"{PROG}: warning: {' '.join(str(w.message).split())}", file=sys.stderr, flush=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return model
 
 
 def engine_exit_code(exc: BaseException) -> int:
@@ -102,6 +135,10 @@ EXIT_CODES_HELP = (
 def infer(
     videos: list[str] = typer.Argument(..., help="Video files, folders, globs, rtsp:// or http:// URLs, webcams."),
     engine: Path = typer.Option(..., "--engine", "-e", help="Model: .onnx, or a TensorRT .plan/.engine + sidecar."),
+    spec: Optional[Path] = typer.Option(
+        None, "--spec", help="For a .plan/.engine built elsewhere (trtexec, Polygraphy) without a sidecar: the ONNX it "
+                             "was built from, whose spec it runs with (TensorRT/GPU match unverified)."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON here (default: stdout)."),
     save_video: Optional[Path] = typer.Option(
         None, "--save-video", help="Annotated video (a folder when there are several inputs)."
@@ -128,10 +165,9 @@ def infer(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Score the faces of each video; print or write one JSON result per video."""
-    from .pipeline import Detector
-
     exclusive(PROG, frames=frames, every=every)
     check_engine_file(engine)
+    check_spec_file(spec, engine)
     try:
         sampling = Sampling(frames=frames, every=every)
         targets = resolve_inputs(videos)
@@ -150,8 +186,8 @@ def infer(
     if detector is not None and not detector.is_file():
         raise fail(PROG, f"face detector model not found: {detector}", EXIT_BAD_INPUT)
     try:
-        model = Detector(
-            engine, device=device, threshold=threshold, batch_size=batch,
+        model = load_detector(
+            engine, spec=spec, device=device, threshold=threshold, batch_size=batch,
             detector_model=detector, detect_max_side=detect_max_side,
         )
     except Exception as exc:

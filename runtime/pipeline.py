@@ -84,6 +84,8 @@ def region_maps(patch_logits: np.ndarray, spec: ModelSpec) -> np.ndarray:
 class Detector:
     """A face-forgery detector over one model file (.onnx, or a TensorRT .plan/.engine with its sidecar).
 
+    ``spec``: for an engine built elsewhere (trtexec, Polygraphy) without a sidecar, the ONNX it was built from,
+    whose spec it runs with (its I/O are checked against it; its TensorRT/GPU match is unverified, one warning).
     ``threshold`` overrides the spec's; ``batch_size`` is how many faces go to the backend at once (capped by
     the engine's max batch); ``face_detector`` is a FaceDetector, by default dlib HOG or the RetinaFace ONNX
     ``detector_model``.
@@ -93,6 +95,7 @@ class Detector:
         self,
         model: str | Path,
         *,
+        spec: Optional[str | Path] = None,
         device: str = "auto",
         providers: Optional[list[str]] = None,
         threshold: Optional[float] = None,
@@ -103,7 +106,7 @@ class Detector:
     ):
         from aunet.backends import open_backend
 
-        self.backend = open_backend(model, device=device, providers=providers)
+        self.backend = open_backend(model, device=device, providers=providers, spec=spec)
         try:
             self.spec: ModelSpec = self.backend.spec
             check_spec(self.spec)

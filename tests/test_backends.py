@@ -190,41 +190,41 @@ def fake_tensorrt_and_cuda(max_batch, calls):
 
     class DeviceMem:
         def __init__(self, nbytes):
-            self.addr = len(memory) + 1
-            memory[self.addr] = np.zeros(nbytes, np.uint8)
+            self._addr = len(memory) + 1
+            memory[self._addr] = np.zeros(nbytes, np.uint8)
 
         def __int__(self):
-            return self.addr
+            return self._addr
 
         def free(self):
-            calls.append(("free", self.addr))
-            memory.pop(self.addr)
+            calls.append(("free", self._addr))
+            memory.pop(self._addr)
 
     class Context:
         def __init__(self):
-            self.shape, self.addr = None, {}
+            self._shape, self._addr = None, {}
 
         def set_tensor_address(self, name, addr):
-            self.addr[name] = addr
+            self._addr[name] = addr
 
         def set_input_shape(self, name, shape):
             calls.append(("set_input_shape", name, tuple(shape)))
-            self.shape = tuple(shape)
+            self._shape = tuple(shape)
 
         def execute_async_v3(self, stream):
-            b = self.shape[0]
-            x = memory[self.addr["image"]].view(np.float32)[: int(np.prod(self.shape))].reshape(self.shape)
-            memory[self.addr["cls_logits"]].view(np.float32)[: 2 * b] = x.mean((2, 3))[:, :2].ravel()
-            memory[self.addr["patch_logits"]].view(np.float32)[: 98 * b] = 0.0
-            memory[self.addr["score"]].view(np.float32)[:b] = x.mean((1, 2, 3))
+            b = self._shape[0]
+            x = memory[self._addr["image"]].view(np.float32)[: int(np.prod(self._shape))].reshape(self._shape)
+            memory[self._addr["cls_logits"]].view(np.float32)[: 2 * b] = x.mean((2, 3))[:, :2].ravel()
+            memory[self._addr["patch_logits"]].view(np.float32)[: 98 * b] = 0.0
+            memory[self._addr["score"]].view(np.float32)[:b] = x.mean((1, 2, 3))
             return True
 
     class Engine:
-        names = ["image", "cls_logits", "patch_logits", "score"]
+        _names = ["image", "cls_logits", "patch_logits", "score"]
         num_io_tensors = 4
 
         def get_tensor_name(self, i):
-            return self.names[i]
+            return self._names[i]
 
         def get_tensor_mode(self, name):
             return "in" if name == "image" else "out"
@@ -235,17 +235,25 @@ def fake_tensorrt_and_cuda(max_batch, calls):
         def get_tensor_dtype(self, name):
             return "float32"
 
+        def get_tensor_shape(self, name):
+            return {"image": (-1, 3, 112, 112), "cls_logits": (-1, 2), "patch_logits": (-1, 49, 2),
+                    "score": (-1,)}[name]
+
+        def get_tensor_format(self, name):
+            return "LINEAR"
+
         def create_execution_context(self):
             return Context()
 
     trt = types.SimpleNamespace(
         __version__="10.3.0", Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
         Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: Engine()),
-        TensorIOMode=types.SimpleNamespace(INPUT="in"), nptype=lambda t: np.float32)
+        TensorIOMode=types.SimpleNamespace(INPUT="in"), TensorFormat=types.SimpleNamespace(LINEAR="LINEAR"),
+        nptype=lambda t: np.float32)
 
     def copy(dst, src):
-        dst = memory[dst.addr] if isinstance(dst, DeviceMem) else dst.view(np.uint8)
-        src = memory[src.addr] if isinstance(src, DeviceMem) else src.view(np.uint8)
+        dst = memory[dst._addr] if isinstance(dst, DeviceMem) else dst.view(np.uint8)
+        src = memory[src._addr] if isinstance(src, DeviceMem) else src.view(np.uint8)
         n = min(dst.nbytes, src.nbytes)
         dst[:n] = src[:n]
 

@@ -16,12 +16,19 @@ What is modelled, because the code under test depends on it:
 * pycuda's context stack beside the driver's: ``Context.push``/``Context.pop`` keep both, ``detach()`` of a
   retained primary context pushes it on the driver stack and releases it without popping (cuDevicePrimaryCtxRelease
   never pops), and ``Context.pop()`` raises when pycuda's own stack is empty. ``FakeLibcuda`` is the ctypes side
-  (``cuCtxGetCurrent``, ``cuCtxPopCurrent_v2``) of the same driver stack.
+  (``cuCtxGetCurrent``, ``cuCtxPopCurrent_v2``) of the same driver stack;
+* what an engine built elsewhere can look like: ``TrtWorld.engine_input`` (dtype, shape), ``engine_profile``
+  (min, opt, max shapes) and ``engine_formats`` (tensor -> ``TensorFormat`` member name) feed
+  ``ICudaEngine.get_tensor_shape`` / ``get_tensor_profile_shape`` / ``get_tensor_format``;
+* time on the GPU: ``GPU_CLOCK`` advances by a known cost for each enqueued ``memcpy_htod_async``,
+  ``execute_async_v3`` and ``memcpy_dtoh_async``, and pycuda's ``Event.record(stream)`` stamps it, so
+  ``end.time_since(start)`` returns known milliseconds (a CUDA context must be current to create an Event).
 """
 from __future__ import annotations
 
 import enum
 import itertools
+import json
 import sys
 import types
 from dataclasses import dataclass, field
@@ -44,6 +51,31 @@ class TrtWorld:
     engine_outputs: dict[str, tuple[Any, tuple[int, ...]]] = field(default_factory=dict)  # name -> (DataType, shape)
     parse_ok: bool = True
     built_network_flags: list[int] = field(default_factory=list)
+    engine_input: tuple[Any, tuple[int, ...]] | None = None  # (DataType, shape); None: float32 [-1, 3, 112, 112]
+    engine_profile: tuple[tuple[int, ...], ...] = ((1, 3, 112, 112), (2, 3, 112, 112), (4, 3, 112, 112))
+    engine_formats: dict[str, str] = field(default_factory=dict)  # tensor name -> TensorFormat member; else LINEAR
+
+
+@dataclass
+class GpuClock:
+    """The GPU's time line in ms: each enqueued operation ("htod", "execute", "dtoh") takes the next of its
+    ``costs`` (cycled), so CUDA events recorded between operations are a known time apart."""
+
+    now_ms: float = 0.0
+    costs: dict[str, list[float]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def advance(self, op: str) -> None:
+        seq = self.costs.get(op) or [0.0]
+        i = self.calls.get(op, 0)
+        self.calls[op] = i + 1
+        self.now_ms += seq[i % len(seq)]
+
+    def reset(self) -> None:
+        self.now_ms, self.costs, self.calls = 0.0, {}, {}
+
+
+GPU_CLOCK = GpuClock()
 
 
 # --- tensorrt ---
@@ -102,6 +134,21 @@ def fake_tensorrt(world: TrtWorld) -> types.ModuleType:
     class MemoryPoolType(enum.IntEnum):
         WORKSPACE = 0
 
+    class TensorFormat(enum.IntEnum):
+        LINEAR = 0
+        CHW2 = 1
+        HWC8 = 2
+        CHW4 = 3
+        CHW16 = 4
+        CHW32 = 5
+        DHWC8 = 6
+        CDHW32 = 7
+        HWC = 8
+        DLA_LINEAR = 9
+        DLA_HWC4 = 10
+        HWC16 = 11
+        DHWC = 12
+
     class IHostMemory(bytes):
         @property
         def nbytes(self):
@@ -109,27 +156,27 @@ def fake_tensorrt(world: TrtWorld) -> types.ModuleType:
 
     class ITimingCache:
         def __init__(self, device, entries):
-            self.device, self.entries = device, list(entries)
+            self._device, self._entries = device, list(entries)
 
         def serialize(self):
-            return IHostMemory(f"TRTCACHE|{world.version}|{self.device}|{','.join(self.entries)}".encode())
+            return IHostMemory(f"TRTCACHE|{world.version}|{self._device}|{','.join(self._entries)}".encode())
 
         def combine(self, input_cache, ignore_mismatch):
-            if input_cache.device != self.device and not ignore_mismatch:
+            if input_cache._device != self._device and not ignore_mismatch:
                 return False
-            self.entries += [e for e in input_cache.entries if e not in self.entries]
+            self._entries += [e for e in input_cache._entries if e not in self._entries]
             return True
 
         def reset(self):
-            self.entries = []
+            self._entries = []
             return True
 
     class IOptimizationProfile:
         def __init__(self):
-            self.shapes = {}
+            self._shapes = {}
 
         def set_shape(self, input, min, opt, max):  # noqa: A002 - the binding's keyword names
-            self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
+            self._shapes[input] = (tuple(min), tuple(opt), tuple(max))
 
     class INetworkDefinition:
         def __init__(self, flags):
@@ -137,14 +184,14 @@ def fake_tensorrt(world: TrtWorld) -> types.ModuleType:
 
     class IBuilderConfig:
         def __init__(self):
-            self.cache, self.profiles, self.pools = None, [], {}
+            self._cache, self._profiles, self._pools = None, [], {}
 
         def set_memory_pool_limit(self, pool, pool_size):
-            self.pools[pool] = pool_size
+            self._pools[pool] = pool_size
 
         def add_optimization_profile(self, profile):
-            self.profiles.append(profile)
-            return len(self.profiles) - 1
+            self._profiles.append(profile)
+            return len(self._profiles) - 1
 
         def create_timing_cache(self, serialized_timing_cache):
             data = bytes(serialized_timing_cache)
@@ -161,14 +208,14 @@ def fake_tensorrt(world: TrtWorld) -> types.ModuleType:
             if not isinstance(cache, ITimingCache):  # pybind11: incompatible function arguments
                 raise TypeError("set_timing_cache(): incompatible function arguments. The following argument types "
                                 "are supported: (self, cache: tensorrt.ITimingCache, ignore_mismatch: bool) -> bool")
-            if cache.device != world.device and not ignore_mismatch:
+            if cache._device != world.device and not ignore_mismatch:
                 world.logs.append(("E", "Timing cache device mismatch"))
                 return False
-            self.cache = cache
+            self._cache = cache
             return True
 
         def get_timing_cache(self):
-            return self.cache
+            return self._cache
 
     class Builder:
         def __init__(self, logger):
@@ -188,9 +235,11 @@ def fake_tensorrt(world: TrtWorld) -> types.ModuleType:
             return IOptimizationProfile()
 
         def build_serialized_network(self, network, config):
-            if config.cache is not None:
-                config.cache.entries.append(f"tactic{len(config.cache.entries)}")
-            return IHostMemory(b"ENGINE|" + str(network.flags).encode())
+            if config._cache is not None:
+                config._cache._entries.append(f"tactic{len(config._cache._entries)}")
+            # the first profile's (min, opt, max) travel in the engine, as a real engine keeps its profiles
+            shapes = next(iter(config._profiles[0]._shapes.values())) if config._profiles else ()
+            return IHostMemory(b"ENGINE|" + str(network.flags).encode() + b"|" + json.dumps(shapes).encode())
 
     class OnnxParser:
         def __init__(self, network, logger):
@@ -207,60 +256,72 @@ def fake_tensorrt(world: TrtWorld) -> types.ModuleType:
             adopt_logger(logger, "createInferRuntime")
 
         def deserialize_cuda_engine(self, serialized_engine):
-            return ICudaEngine(dict(world.engine_outputs)) if bytes(serialized_engine).startswith(b"ENGINE") else None
+            data = bytes(serialized_engine)
+            if not data.startswith(b"ENGINE"):
+                return None
+            engine = ICudaEngine(dict(world.engine_outputs))
+            parts = data.split(b"|")
+            if len(parts) == 3 and json.loads(parts[2]):  # built by the fake Builder: its profile
+                engine._profile = [tuple(s) for s in json.loads(parts[2])]
+            return engine
 
     class ICudaEngine:
         """image float32 [B,3,112,112] -> the outputs of world.engine_outputs; profile max batch 4."""
 
         def __init__(self, outputs):
-            self.io = {"image": (DataType.FLOAT, (-1, 3, 112, 112)),
+            self._io = {"image": world.engine_input or (DataType.FLOAT, (-1, 3, 112, 112)),
                        **{n: (dt, (-1, *shape)) for n, (dt, shape) in outputs.items()}}
-            self.num_io_tensors = len(self.io)
+            self.num_io_tensors = len(self._io)
+            self._profile = [tuple(s) for s in world.engine_profile]  # an engine built elsewhere: the world's
 
         def get_tensor_name(self, index):
-            return list(self.io)[index]
+            return list(self._io)[index]
 
         def get_tensor_mode(self, name):
             return TensorIOMode.INPUT if name == "image" else TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return self.io[name][0]
+            return self._io[name][0]
 
         def get_tensor_shape(self, name):
-            return self.io[name][1]
+            return self._io[name][1]
 
         def get_tensor_profile_shape(self, name, profile_index):
-            return [(1, 3, 112, 112), (2, 3, 112, 112), (4, 3, 112, 112)]
+            return list(self._profile)
+
+        def get_tensor_format(self, name):
+            return TensorFormat[world.engine_formats.get(name, "LINEAR")]
 
         def create_execution_context(self):
             return IExecutionContext(self)
 
     class IExecutionContext:
         def __init__(self, engine):
-            self.engine, self.addresses, self.shape = engine, {}, None
+            self.engine, self._addresses, self._shape = engine, {}, None
 
         def set_tensor_address(self, name, memory):
-            self.addresses[name] = int(memory)
+            self._addresses[name] = int(memory)
             return True
 
         def set_input_shape(self, name, shape):
-            self.shape = tuple(shape)
+            self._shape = tuple(shape)
             return True
 
         def execute_async_v3(self, stream_handle):
-            missing = [n for n in self.engine.io if n not in self.addresses]
+            missing = [n for n in self.engine._io if n not in self._addresses]
             if missing:
                 world.logs.append(("E", f"Neither address or allocator is set for output tensor {missing[0]}"))
                 return False
-            x = DEVICE_MEMORY[self.addresses["image"]].view(np.float32)[: int(np.prod(self.shape))]
-            x = x.reshape(self.shape)
-            b = self.shape[0]
+            GPU_CLOCK.advance("execute")
+            x = DEVICE_MEMORY[self._addresses["image"]].view(np.float32)[: int(np.prod(self._shape))]
+            x = x.reshape(self._shape)
+            b = self._shape[0]
             results = {"cls_logits": x.mean((2, 3))[:, :2], "score": x.mean((1, 2, 3))}
-            for name, (dt, shape) in self.engine.io.items():
+            for name, (dt, shape) in self.engine._io.items():
                 if name == "image":
                     continue
                 value = results.get(name, np.zeros((b, *shape[1:])))
-                out = DEVICE_MEMORY[self.addresses[name]].view(nptype(dt))
+                out = DEVICE_MEMORY[self._addresses[name]].view(nptype(dt))
                 out[: value.size] = value.ravel()
             return True
 
@@ -268,7 +329,7 @@ def fake_tensorrt(world: TrtWorld) -> types.ModuleType:
     trt.float32, trt.float16, trt.int8, trt.int32, trt.int64 = (DataType.FLOAT, DataType.HALF, DataType.INT8,
                                                                  DataType.INT32, DataType.INT64)
     trt.bool, trt.uint8, trt.fp8, trt.bfloat16 = DataType.BOOL, DataType.UINT8, DataType.FP8, DataType.BF16
-    for name, value in dict(nptype=nptype, Logger=Logger, TensorIOMode=TensorIOMode,
+    for name, value in dict(nptype=nptype, Logger=Logger, TensorIOMode=TensorIOMode, TensorFormat=TensorFormat,
                             NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag, MemoryPoolType=MemoryPoolType,
                             IHostMemory=IHostMemory, ITimingCache=ITimingCache, Builder=Builder, OnnxParser=OnnxParser,
                             Runtime=Runtime, ICudaEngine=ICudaEngine, IExecutionContext=IExecutionContext,
@@ -323,7 +384,7 @@ def fake_pycuda_driver(driver: Driver) -> types.ModuleType:
     def current_context(except_=None):
         while pystack:
             top = pystack[-1]
-            if top is not except_ and top.valid:
+            if top is not except_ and top._valid:
                 return top
             pystack.pop()
         return None
@@ -335,7 +396,7 @@ def fake_pycuda_driver(driver: Driver) -> types.ModuleType:
 
     class Context:
         def __init__(self, handle, device):
-            self._handle, self.device, self.valid = handle, device, True
+            self._handle, self._device, self._valid = handle, device, True
 
         @property
         def handle(self):
@@ -358,13 +419,13 @@ def fake_pycuda_driver(driver: Driver) -> types.ModuleType:
                 driver.stack.append(pystack[-1]._handle)
 
         def detach(self):
-            if not self.valid:
+            if not self._valid:
                 raise LogicError("context::detach failed: invalid device context - cannot detach from invalid context")
             active = current_context() is self
             if not active:
                 driver.stack.append(self._handle)  # cuCtxPushCurrent, then the release, which never pops
-            driver.primary_refs[self.device] -= 1  # cuDevicePrimaryCtxRelease
-            self.valid = False
+            driver.primary_refs[self._device] -= 1  # cuDevicePrimaryCtxRelease
+            self._valid = False
             if active:
                 new = current_context(self)
                 if new is not None:
@@ -372,26 +433,26 @@ def fake_pycuda_driver(driver: Driver) -> types.ModuleType:
 
     class Device:
         def __init__(self, number):
-            self.number = number
+            self._number = number
 
         @staticmethod
         def count():
             return 1
 
         def retain_primary_context(self):
-            driver.primary_refs[self.number] = driver.primary_refs.get(self.number, 0) + 1
-            return Context(0xC0DE0 + self.number, self.number)
+            driver.primary_refs[self._number] = driver.primary_refs.get(self._number, 0) + 1
+            return Context(0xC0DE0 + self._number, self._number)
 
     class DeviceAllocation:
         def __init__(self, nbytes):
-            self.addr = next(addresses)
-            DEVICE_MEMORY[self.addr] = np.zeros(nbytes, np.uint8)
+            self._addr = next(addresses)
+            DEVICE_MEMORY[self._addr] = np.zeros(nbytes, np.uint8)
 
         def __int__(self):
-            return self.addr
+            return self._addr
 
         def free(self):
-            DEVICE_MEMORY.pop(self.addr)
+            DEVICE_MEMORY.pop(self._addr)
 
     class Stream:
         def __init__(self, flags=0):
@@ -409,20 +470,50 @@ def fake_pycuda_driver(driver: Driver) -> types.ModuleType:
         return np.empty(shape, dtype, order=order)
 
     def as_bytes(buf):
-        return DEVICE_MEMORY[buf.addr] if isinstance(buf, DeviceAllocation) else buf.view(np.uint8)
+        return DEVICE_MEMORY[buf._addr] if isinstance(buf, DeviceAllocation) else buf.view(np.uint8)
 
     def memcpy_htod_async(dest, src, stream=None):
         d, s = as_bytes(dest), as_bytes(src)
         d[: s.nbytes] = s
+        GPU_CLOCK.advance("htod")
 
     def memcpy_dtoh_async(dest, src, stream=None):
         d, s = as_bytes(dest), as_bytes(src)
         d[:] = s[: d.nbytes]
+        GPU_CLOCK.advance("dtoh")
+
+    class Event:
+        """pycuda.driver.Event: record() stamps the stream's position on GPU_CLOCK; end.time_since(start) is ms."""
+
+        def __init__(self, flags=0):
+            require_context("Event")
+            self._ms = None
+
+        def record(self, stream=None):
+            self._ms = GPU_CLOCK.now_ms
+            return self
+
+        def synchronize(self):
+            return self
+
+        def query(self):
+            return True
+
+        def _stamp(self):
+            if self._ms is None:  # cuEventElapsedTime on an event never recorded
+                raise LogicError("cuEventElapsedTime failed: device not ready")
+            return self._ms
+
+        def time_since(self, event):
+            return self._stamp() - event._stamp()
+
+        def time_till(self, event):
+            return event._stamp() - self._stamp()
 
     for name, value in dict(init=lambda flags=0: None, Context=Context, Device=Device, Stream=Stream,
                             DeviceAllocation=DeviceAllocation, mem_alloc=mem_alloc, pagelocked_empty=pagelocked_empty,
                             memcpy_htod_async=memcpy_htod_async, memcpy_dtoh_async=memcpy_dtoh_async,
-                            LogicError=LogicError).items():
+                            Event=Event, LogicError=LogicError).items():
         setattr(cuda, name, value)
     return cuda
 
@@ -439,6 +530,7 @@ def install(monkeypatch, world: TrtWorld | None = None, *, with_pycuda: bool = T
         world.engine_outputs = small_engine_outputs(trt)
     driver = Driver()
     DEVICE_MEMORY.clear()
+    GPU_CLOCK.reset()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     if with_pycuda:
         cuda = fake_pycuda_driver(driver)
@@ -448,4 +540,5 @@ def install(monkeypatch, world: TrtWorld | None = None, *, with_pycuda: bool = T
     monkeypatch.setattr(tensorrt_build, "cuda_devices", lambda: [dict(GPU)])
     monkeypatch.setattr(backends, "_libcuda", lambda: FakeLibcuda(driver), raising=False)
     monkeypatch.setattr(backends, "_TRT_LOGGER", None, raising=False)
+    monkeypatch.setattr(backends, "_UNVERIFIED_WARNED", set(), raising=False)
     return world, trt, driver
