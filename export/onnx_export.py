@@ -50,8 +50,12 @@ def exporter_versions() -> dict[str, str]:
 
 
 def spec_for_model(model: "torch.nn.Module", *, checkpoint: str | os.PathLike | None = None, **provenance: Any) -> ModelSpec:
-    """The spec of an AUNet: its config, the shared crop/IO contract, and where the artifact came from."""
-    prov: dict[str, Any] = {"precision": "fp32", "versions": exporter_versions(), **provenance}
+    """The spec of an AUNet: its config, the shared crop/IO contract, and where the artifact came from (the
+    checkpoint and its hash, the exporter's versions, and where the backbone's initial weights came from: a file
+    and its sha256, timm's hub, or random init)."""
+    prov: dict[str, Any] = {"precision": "fp32", "versions": exporter_versions(),
+                            "backbone": dict(getattr(model, "backbone_provenance", None) or {"source": "unknown"}),
+                            **provenance}
     if checkpoint is not None:
         prov["checkpoint"] = Path(checkpoint).name
         prov["checkpoint_sha256"] = file_sha256(checkpoint)

@@ -186,3 +186,33 @@ def test_odd_batch_is_refused_for_pairs():
     assert items_per_batch("cross", 32) == 16 and items_per_batch("in", 5) == 5
     with pytest.raises(DataError):
         items_per_batch("cross", 5)
+
+
+def test_ffpp_videos_without_a_split_or_outside_the_protocol_never_train(tmp_path):
+    """A cache of an FF++ tree (made before splits were required, or by hand): a record with an empty split,
+    and DeepFakeDetection's reals (original_sequences/actors) or FaceShifter, stay out of both protocols;
+    records of other inputs keep training with no split."""
+    from aunet.faces.cache import FaceCache
+    from aunet.train import load_train_config
+    from aunet.train.data import open_training_data, usable_records
+
+    yt, mt = "original_sequences/youtube/c23/videos", "manipulated_sequences"
+    root = build_face_cache(tmp_path / "c", [
+        (f"{yt}/000.mp4", 1, 0, "train"), (f"{yt}/001.mp4", 1, 0, "val"), (f"{yt}/002.mp4", 1, 0, "test"),
+        (f"{yt}/999.mp4", 1, 0, ""),  # no split
+        ("original_sequences/actors/c23/videos/01__walking.mp4", 1, 0, ""),
+        (f"{mt}/Deepfakes/c23/videos/000_001.mp4", 1, 1, "train", "Deepfakes"),
+        (f"{mt}/Deepfakes/c23/videos/999_998.mp4", 1, 1, "", "Deepfakes"),  # no split
+        (f"{mt}/FaceShifter/c23/videos/000_001.mp4", 1, 1, "train", "FaceShifter"),
+        (f"{mt}/DeepFakeDetection/c23/videos/01_02__walking.mp4", 1, 1, "", "DeepFakeDetection"),
+    ], size=64)
+    cache = FaceCache(root)
+    assert [r.video_id for r in usable_records(cache, "cross")] == [f"{yt}/000.mp4", f"{yt}/001.mp4"]
+    assert [r.video_id for r in usable_records(cache, "in")] == [
+        f"{mt}/Deepfakes/c23/videos/000_001.mp4", f"{yt}/000.mp4", f"{yt}/001.mp4"]
+    data = open_training_data(cache, load_train_config("small", {"batch_size": 4}))
+    assert {r.video_id for r in data.train} == {f"{yt}/000.mp4"} and [r.video_id for r in data.val] == [f"{yt}/001.mp4"]
+    assert data.refused == {"no train/val split": 1, "outside the paper's FF++ protocol": 1}
+    # a folder of faces has no splits and trains as before
+    plain = build_face_cache(tmp_path / "p", [("real/a.png", 1, 0), ("real/b.png", 1, 0)], size=64)
+    assert len(usable_records(FaceCache(plain), "cross")) == 2

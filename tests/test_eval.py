@@ -192,6 +192,62 @@ def test_aunet_eval_bad_inputs(torch, tmp_path):
         assert result.stdout == "" and result.stderr.strip() == assert_error_line(result.stderr, "aunet-eval", needle)
 
 
+class CreatesAFile:
+    """Unpickled, this creates ``path``: what a checkpoint's pickle could do instead (any code at all)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def plant_code(ckpt, out, marker, in_training_state=False):
+    """A copy of checkpoint ``ckpt`` at ``out`` that carries a code-executing pickle: in its shared part (what
+    eval and export read), or inside its training state (what only a resume reads)."""
+    import io
+
+    import torch
+
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if in_training_state:
+        buffer = io.BytesIO()
+        torch.save({"payload": CreatesAFile(marker)}, buffer)
+        data["training_state"] = buffer.getvalue()
+    else:
+        data["extra"] = CreatesAFile(marker)
+    torch.save(data, out)
+    return out
+
+
+def test_aunet_eval_refuses_a_checkpoint_that_would_run_code(torch, tmp_path):
+    """A shared checkpoint is read as weights only: a pickle that would run code is refused (one line, exit 2)
+    and never runs; code hidden in the training state is never unpickled by eval at all."""
+    from typer.testing import CliRunner
+
+    import aunet
+    from aunet.evaluate.cli import app
+    from aunet.model.checkpoint import save_checkpoint
+
+    root = build_face_cache(tmp_path / "c", [("r1", 1, 0), ("f1", 1, 1)], size=64)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "good.pt", aunet.build_model(aunet.ModelConfig.named("small").replace(img_size=64, num_encoders=1)))
+    marker = tmp_path / "MARKER"
+    evil = plant_code(tmp_path / "good.pt", tmp_path / "evil.pt", marker)
+    result = CliRunner().invoke(app, ["--ckpt", str(evil), "--data", str(root), "--out", str(tmp_path / "out"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    line = assert_error_line(result.stderr, "aunet-eval", f"refusing checkpoint {evil}: loading it would run")
+    assert result.stderr.strip() == line and "Traceback" not in result.output
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+    hidden = plant_code(tmp_path / "good.pt", tmp_path / "hidden.pt", marker, in_training_state=True)
+    result = CliRunner().invoke(app, ["--ckpt", str(hidden), "--data", str(root), "--out", str(tmp_path / "out2"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert not marker.exists()
+
+
 def test_aunet_eval_refuses_what_is_not_a_model_with_a_hint_before_loading_anything(tmp_path):
     """Wrong kinds of --ckpt / --out are one "aunet-eval: error:" line with exit 2 and what to give instead,
     found before PyTorch or any model loads."""

@@ -91,6 +91,7 @@ def test_spec_round_trips_through_metadata(exported, torch):
     assert prov["precision"] == "fp32" and prov["opset"] == 17
     assert prov["checkpoint_sha256"] == file_sha256(exported["root"] / "best.pt")
     assert prov["versions"]["torch"] == torch.__version__ and "onnxruntime" in prov["versions"]
+    assert prov["backbone"] == {"source": "random"}  # the checkpoint's record of its backbone's init weights
     assert load_checkpoint(exported["root"] / "best.pt")["config"] == spec.model
 
 
@@ -173,6 +174,20 @@ def test_bad_checkpoints_and_outputs_exit_2_without_artifacts(exported, tmp_path
         assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
         error_line(r)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "corrupt.pt", "truncated.pt"]  # nothing half-written
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unexecuted(exported, tmp_path):
+    """aunet-export onnx on a downloaded checkpoint reads it as weights only: planted code is refused with one
+    line and exit 2, never run, and nothing is written."""
+    from test_eval import plant_code
+
+    marker = tmp_path / "MARKER"
+    evil = plant_code(exported["root"] / "best.pt", tmp_path / "evil.pt", marker)
+    r = run_cli("onnx", "--ckpt", evil, "--out", tmp_path / "m.onnx")
+    assert r.exit_code == 2, r.output
+    assert error_line(r).startswith(f"aunet-export: error: refusing checkpoint {evil}: loading it would run ")
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
 
 
 def test_the_wrong_kind_of_model_file_gets_a_hint(exported, tmp_path):

@@ -113,6 +113,7 @@ def test_backbone_weights_from_a_local_file(torch, tmp_path):
     import timm
 
     import aunet
+    from aunet.artifacts import file_sha256
 
     torch.manual_seed(3)
     ref = timm.create_model("legacy_xception", pretrained=False)
@@ -120,28 +121,33 @@ def test_backbone_weights_from_a_local_file(torch, tmp_path):
     torch.save(ref.state_dict(), path)
     cfg = aunet.ModelConfig.named("small").replace(backbone_weights=str(path))
     model = aunet.build_model(cfg, pretrained=True)
-    assert model.backbone_source == str(path)
+    assert model.backbone_provenance == {"source": "file", "file": "xception.pth", "sha256": file_sha256(path)}
     assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)
     assert torch.equal(model.backbone.blocks[3].rep[1].pointwise.weight, ref.block4.rep[1].pointwise.weight)
+    assert aunet.build_model("small").backbone_provenance == {"source": "random"}
 
 
 def test_backbone_weights_bad_file_is_a_clear_error(torch, tmp_path):
     import aunet
+    from aunet.model.backbone import BackboneWeightsError
 
     bad = tmp_path / "other.pth"
     torch.save({"foo.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="not a legacy_xception checkpoint"):
+    with pytest.raises(BackboneWeightsError, match="not a legacy_xception checkpoint"):
         aunet.build_model(aunet.ModelConfig.named("small").replace(backbone_weights=str(bad)), pretrained=True)
     with pytest.raises(FileNotFoundError):
         aunet.build_model(
             aunet.ModelConfig.named("small").replace(backbone_weights=str(tmp_path / "missing.pth")), pretrained=True
         )
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not weights" * 20)
+    with pytest.raises(BackboneWeightsError, match="cannot read backbone weights"):
+        aunet.build_model(aunet.ModelConfig.named("small").replace(backbone_weights=str(garbage)), pretrained=True)
 
 
-def test_backbone_hub_unreachable_warns_once_and_keeps_random_init(torch, monkeypatch):
+def offline_hub(monkeypatch):
+    """timm's hub out of reach, whatever this machine's network and cache."""
     import timm
-
-    import aunet
 
     real_create = timm.create_model
 
@@ -151,10 +157,41 @@ def test_backbone_hub_unreachable_warns_once_and_keeps_random_init(torch, monkey
         return real_create(name, pretrained=False, **kw)
 
     monkeypatch.setattr(timm, "create_model", offline)
+
+
+def test_backbone_hub_unreachable_is_an_error_never_a_silent_random_init(torch, monkeypatch):
+    import aunet
+    from aunet.model.backbone import BackboneWeightsError
+
+    offline_hub(monkeypatch)
     cfg = aunet.ModelConfig.named("small").replace(backbone_weights="imagenet")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = aunet.build_model(cfg, pretrained=True)
-    messages = [str(w.message) for w in caught if "ImageNet weights" in str(w.message)]
-    assert len(messages) == 1 and "random init" in messages[0]
-    assert model.backbone_source == "random"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a warning either: an error
+        with pytest.raises(BackboneWeightsError, match="could not be fetched from timm's hub .OSError: offline.: pass "
+                                                       "a local file with --backbone-weights FILE"):
+            aunet.build_model(cfg, pretrained=True)
+    assert aunet.build_model(cfg.replace(backbone_weights="none"), pretrained=True).backbone_provenance == {
+        "source": "random"}
+
+
+def test_backbone_from_the_hub_records_timms_name_tag_and_hash(torch, monkeypatch):
+    """What timm's hub gives is recorded: the model, timm's tag, its URL and the sha256 prefix of its file name."""
+    import timm
+
+    import aunet
+
+    real_create = timm.create_model
+
+    def from_hub(name, pretrained=False, **kw):  # the hub's download, without the network
+        torch.manual_seed(5)
+        return real_create(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", from_hub)
+    model = aunet.build_model(aunet.ModelConfig.named("small").replace(backbone_weights="imagenet"), pretrained=True)
+    url = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/xception-43020ad28.pth"
+    assert model.backbone_provenance == {"source": "hub", "timm_name": "legacy_xception",
+                                         "timm_version": timm.__version__, "tag": "tf_in1k", "url": url,
+                                         "sha256_prefix": "43020ad28"}
+    torch.manual_seed(5)
+    ref = real_create("legacy_xception", pretrained=False, num_classes=0)
+    assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)

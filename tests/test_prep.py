@@ -224,7 +224,7 @@ def test_ffpp_layout_labels_methods_and_splits(tmp_path):
     splits.mkdir()
     for name, pairs in (("train", [["999", "998"]]), ("val", []), ("test", [["000", "003"]])):
         (splits / f"{name}.json").write_text(json.dumps(pairs))
-    jobs = {j.video_id: j for j in discover(root, splits, compression="c23")}
+    jobs = {j.video_id: j for j in discover(root, splits)}  # c23 by default: the paper's HQ
     assert sorted(jobs) == [
         "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4",
         "manipulated_sequences/Face2Face/c23/videos/003_000.mp4",
@@ -235,10 +235,92 @@ def test_ffpp_layout_labels_methods_and_splits(tmp_path):
     assert (j.label, j.method, j.split) == (1, "Face2Face", "test")
     assert jobs["original_sequences/youtube/c23/videos/999.mp4"].split == "train"
     assert (jobs["original_sequences/youtube/c23/videos/000.mp4"].label, jobs["original_sequences/youtube/c23/videos/000.mp4"].split) == (0, "test")
+    assert len(discover(root, splits, compression="all")) == 5
+    with pytest.raises(PrepError, match="no raw videos"):
+        discover(root, splits, compression="raw")
+    (splits / "val.json").write_text(json.dumps({"000": "003"}))  # not FF++'s list of pairs
+    with pytest.raises(PrepError, match="not a list of .target, source. id pairs"):
+        discover(root, splits)
     (splits / "val.json").unlink()
     with pytest.raises(PrepError, match="val.json"):
         discover(root, splits)
-    assert len(discover(root, None)) == 5  # no split files: every compression, no split
+    with pytest.raises(PrepError, match="without its split files: pass --split-dir"):
+        discover(root, None)  # no split files in ROOT/splits or ROOT: refused, never "no split"
+
+
+FFPP_TREE = {
+    # the paper's training data: YouTube reals and the four methods, c23
+    "original_sequences/youtube/c23/videos/000.mp4": ("train", 0, ""),
+    "original_sequences/youtube/c23/videos/002.mp4": ("val", 0, ""),
+    "original_sequences/youtube/c23/videos/004.mp4": ("test", 0, ""),
+    "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4": ("train", 1, "Deepfakes"),
+    "manipulated_sequences/NeuralTextures/c23/videos/005_004.mp4": ("test", 1, "NeuralTextures"),
+    # refused: no split file lists it
+    "original_sequences/youtube/c23/videos/999.mp4": None,
+    # left out quietly: another compression, a method's tampering masks
+    "original_sequences/youtube/c40/videos/000.mp4": None,
+    "manipulated_sequences/Deepfakes/masks/videos/000_001.mp4": None,
+    # excluded: DFD (a test set of the paper), FaceShifter, an unknown folder
+    "original_sequences/actors/c23/videos/01__walking.mp4": None,
+    "original_sequences/actors/c23/videos/02__talking.mp4": None,
+    "manipulated_sequences/DeepFakeDetection/c23/videos/01_02__walking__ABC.mp4": None,
+    "manipulated_sequences/FaceShifter/c23/videos/000_001.mp4": None,
+    "downloads/c23/videos/extra.mp4": None,
+}
+
+
+@pytest.fixture(scope="module")
+def ffpp_tree(tmp_path_factory):
+    """A FaceForensics++ tree of tiny real face videos (one clip copied everywhere), with its split files."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("ffpp") / "FF++"
+    clip = make_sample_video(root.parent / "clip.mp4", frames=2, fps=10, size=(320, 240))
+    for rel in FFPP_TREE:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, root / rel)
+    (root / "splits").mkdir()
+    for name, pairs in (("train", [["000", "001"]]), ("val", [["002", "003"]]), ("test", [["004", "005"]])):
+        (root / "splits" / f"{name}.json").write_text(json.dumps(pairs))
+    return root
+
+
+def test_ffpp_prep_takes_the_papers_protocol_only_and_reports_the_rest(ffpp_tree, tmp_path):
+    out = tmp_path / "faces"
+    result = runner.invoke(prep_app, [str(ffpp_tree), "--out", str(out), "--frames", "2", "--size", str(SIZE)])
+    assert result.exit_code == 0, result.output
+    cache = FaceCache(out)
+    got = {r.video_id: (r.split, r.label, r.method) for r in cache.records()}
+    assert got == {k: v for k, v in FFPP_TREE.items() if v is not None}
+    assert all(r.status == "ok" for r in cache.records())
+    excluded = [line for line in result.stderr.splitlines() if line.startswith("FF++: excluded")]
+    assert excluded == ["FF++: excluded 5 videos outside the paper's training data (original_sequences/youtube and "
+                        "Deepfakes, Face2Face, FaceSwap, NeuralTextures): downloads 1, "
+                        "manipulated_sequences/DeepFakeDetection 1, manipulated_sequences/FaceShifter 1, "
+                        "original_sequences/actors 2"]
+    refused = [line for line in result.stderr.splitlines() if line.startswith("FF++: refused")]
+    assert refused == ["FF++: refused 1 video that no split file lists: original_sequences/youtube/c23/videos/999.mp4"]
+
+
+def test_ffpp_without_split_files_or_with_foreign_ones_exits_2_and_writes_nothing(ffpp_tree, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(ffpp_tree, bare, ignore=shutil.ignore_patterns("splits"))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for name in ("train", "val", "test"):  # Celeb-DF-like names: they match no FF++ video
+        (foreign / f"{name}.json").write_text(json.dumps([["id0_0000", "id1_0000"]]))
+    cases = [
+        ([str(bare)], "without its split files: pass --split-dir"),
+        ([str(ffpp_tree), "--split-dir", str(foreign)], "list none of the 6 FF++ videos"),
+    ]
+    for args, needle in cases:
+        out = tmp_path / "out"
+        result = runner.invoke(prep_app, args + ["--out", str(out), "--frames", "2", "--size", str(SIZE)])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == assert_error_line(result.stderr, "aunet-prep", needle)
+        assert not out.exists()
 
 
 def test_folder_names_give_labels_and_splits(tmp_path):

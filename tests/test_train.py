@@ -55,9 +55,11 @@ def copy_run(src, dst):
 
 
 def weights(path):
-    import torch
+    """A checkpoint as a resumed run reads it: the shared part (weights only) and its training state."""
+    from aunet.model.checkpoint import load_checkpoint, load_training_state
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    data = load_checkpoint(path)
+    return {**data, **load_training_state(data, path)}
 
 
 def test_config_files_are_the_named_configs_and_overrides_apply(tmp_path):
@@ -379,3 +381,132 @@ def test_ddp_two_cpu_processes_with_gloo(cache_dir, tmp_path):
     # 3 training faces over 2 ranks: DistributedSampler gives each rank 2 (padded), one step of 2 pairs each
     assert state["step"] == 2 and state["epoch"] == 2
     assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_checkpoint_shares_plain_weights_and_keeps_the_training_state_apart(torch, trained_run):
+    """What eval and export read loads with weights_only=True; the optimizer and the RNG states (NumPy's among
+    them) are one opaque value that only a resume unpickles."""
+    import numpy as np
+
+    from aunet.model.checkpoint import load_training_state
+
+    for name in ("last.pt", "best.pt"):
+        shared = torch.load(trained_run / name, map_location="cpu", weights_only=True)
+        assert {"optimizer", "scheduler", "scaler", "rng"}.isdisjoint(shared)
+        assert isinstance(shared["training_state"], bytes) and shared["version"] == 2
+        assert shared["step"] == 1 and shared["backbone"] == {"source": "random"}
+        assert all(isinstance(v, float) for entry in shared["history"] for k, v in entry.items() if "auc" in k)
+        state = load_training_state(shared, trained_run / name)
+        assert {"optimizer", "scheduler", "scaler", "rng"} <= set(state)
+        assert isinstance(state["rng"]["numpy"][1], np.ndarray)
+
+
+def test_backbone_weights_file_is_recorded_in_checkpoint_log_and_spec(torch, cache_dir, tmp_path):
+    """Where the backbone's ImageNet weights came from (file name + sha256) is in the training log, the
+    checkpoint, and the spec an export writes."""
+    import timm
+    from typer.testing import CliRunner
+
+    from aunet.artifacts import file_sha256
+    from aunet.model.checkpoint import load_model
+    from aunet.train.cli import app
+
+    torch.manual_seed(1)
+    xception = tmp_path / "xception-43020ad28.pth"
+    torch.save(timm.create_model("legacy_xception", pretrained=False).state_dict(), xception)
+    expected = {"source": "file", "file": xception.name, "sha256": file_sha256(xception)}
+    run = tmp_path / "run"
+    args = ["--data", str(cache_dir), "--out", str(run), "--config", str(tiny_config_file(tmp_path)),
+            "--backbone-weights", str(xception)]
+    result = CliRunner().invoke(app, args + TINY_CLI_RUN[:-1] + ["1"])
+    assert result.exit_code == 0, result.output
+    assert f"backbone: ImageNet weights from the file {xception.name} (sha256 {expected['sha256']})" in result.stderr
+    for name in ("last.pt", "best.pt"):
+        assert weights(run / name)["backbone"] == expected
+    model = load_model(run / "best.pt")
+    assert model.backbone_provenance == expected
+    pytest.importorskip("onnx")
+    from aunet.export.onnx_export import spec_for_model
+
+    assert spec_for_model(model, checkpoint=run / "best.pt").provenance["backbone"] == expected
+    # a resumed run keeps the provenance of the weights it started from
+    result = CliRunner().invoke(app, ["--data", str(cache_dir), "--out", str(run), "--resume", "--max-steps", "2",
+                                      "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert weights(run / "last.pt")["backbone"] == expected and weights(run / "last.pt")["step"] == 2
+
+
+def test_cli_paper_config_without_imagenet_weights_exits_2_unless_none_is_asked(torch, cache_dir, tmp_path, monkeypatch):
+    """The paper trains from ImageNet weights: without a file and with timm's hub out of reach, the run stops
+    with one line and writes nothing; --backbone-weights none says random init is meant. The small config
+    (random init by design) is not touched by this."""
+    from typer.testing import CliRunner
+    from test_model import offline_hub
+
+    from aunet.train.cli import app
+
+    offline_hub(monkeypatch)
+    runner = CliRunner()
+    tiny_paper = tmp_path / "tiny_paper.yaml"  # the paper's recipe and backbone_weights, a network small enough here
+    tiny_paper.write_text(json.dumps({"base": "paper", "val_fraction": 0.25, "model": {
+        "base": "paper", "img_size": 64, "backbone_depth": 3, "num_encoders": 1, "embed_dim": 64, "att_channels": 32,
+        "fusion_channels": 128}}))
+    for config in ("paper", str(tiny_paper)):
+        run = tmp_path / f"run_{Path(config).stem}"
+        result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run), "--config", config] + TINY_CLI_RUN)
+        assert_error_line(result, 2, "ImageNet weights for legacy_xception could not be fetched from timm's hub")
+        assert "--backbone-weights none" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not run.exists()
+    run = tmp_path / "run_none"
+    result = runner.invoke(app, ["--data", str(cache_dir), "--out", str(run), "--config", str(tiny_paper),
+                                 "--backbone-weights", "none"] + TINY_CLI_RUN[:-1] + ["1"])
+    assert result.exit_code == 0, result.output
+    assert "backbone: random init (backbone_weights none)" in result.stderr
+    assert weights(run / "last.pt")["backbone"] == {"source": "random"}
+
+
+def test_sigterm_to_the_process_group_leaves_a_resumable_run_and_exits_130(cache_dir, tmp_path):
+    """SIGTERM to the whole process group (SLURM's preemption, `timeout`) reaches the DataLoader workers too:
+    they ignore it, the trainer finishes its step, writes last.pt and exits 130 with one line, no traceback."""
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps({"base": "small", "model": TEST_MODEL, "val_fraction": 0.25, "save_every": 1,
+                                  "epochs": 1000}))
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "aunet.train", "--data", str(cache_dir), "--out", str(run), "--config", str(config),
+           "--device", "cpu", "--workers", "2", "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            start_new_session=True)  # its own process group, as a batch job has
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "last.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(1.0)  # a few steps, workers busy
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith(f"{ERROR}stopped at step ") and lines[-1].endswith("--resume"), stderr[-3000:]
+    step = weights(run / "last.pt")["step"]
+    assert lines[-1].startswith(f"{ERROR}stopped at step {step};")
+    for _ in range(50):  # the workers went with the trainer: nothing of the group is left
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("processes of the training's group outlived it")
+    resumed = subprocess.run([sys.executable, "-m", "aunet.train", "--data", str(cache_dir), "--out", str(run),
+                              "--resume", "--max-steps", str(step + 1), "--workers", "0"],
+                             capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert weights(run / "last.pt")["step"] == step + 1

@@ -15,9 +15,8 @@ from rich.console import Console
 from aunet.cli import EXIT_BAD_INPUT, EXIT_MISSING
 from aunet.faces import DependencyError
 from aunet.faces.cache import CacheError, FaceCache, is_face_cache
-from aunet.prep import PrepError, prepare_labeled, read_ffpp_pairs
+from aunet.prep import FFPP_METHODS, PrepError, prepare_labeled, read_ffpp_pairs
 
-FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 
 
 class EvalError(Exception):

@@ -89,18 +89,14 @@ def checkpoint_scorer(ckpt: Path, device: str, batch_size: int) -> tuple[Scorer,
         import torch
     except ImportError:
         raise EvalError("PyTorch is not installed (pip install 'aunet[train]')", EXIT_MISSING) from None
-    from aunet.model import build_model
-    from aunet.model.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+    from aunet.model.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
     try:
-        data = load_checkpoint(ckpt)
-        cfg = checkpoint_config(data, ckpt)
-        model = build_model(cfg)
-        model.load_state_dict(data["model"])
+        data = load_checkpoint(ckpt)  # weights only: a checkpoint from elsewhere cannot run code here
+        model = model_from_checkpoint(data, ckpt)
     except CheckpointError as exc:
         raise EvalError(str(exc)) from None
-    except (KeyError, RuntimeError) as exc:
-        raise EvalError(f"{ckpt}: weights do not fit its config: {str(exc).splitlines()[0]}") from None
+    cfg = model.cfg
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

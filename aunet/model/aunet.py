@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from aunet.model.art import ARTEncoder, TokenBranch, init_weights
-from aunet.model.backbone import XceptionBackbone, load_pretrained
+from aunet.model.backbone import XceptionBackbone, fetch_pretrained
 from aunet.config import ModelConfig, resolve_config
 
 # A training-time injection point (Feature-level Mixing): called with (stage index, features) after every
@@ -67,7 +67,9 @@ class AUNet(nn.Module):
         init_weights(self.readout)
         init_weights(self.cls_head)
         init_weights(self.patch_head)
-        self.backbone_source = "random"
+        # Where the backbone's initial weights came from (aunet.model.backbone.PretrainedBackbone); checkpoints
+        # and the ONNX spec carry it.
+        self.backbone_provenance: dict[str, Any] = {"source": "random"}
 
     @property
     def num_stages(self) -> int:
@@ -104,13 +106,15 @@ class AUNet(nn.Module):
 def build_model(cfg: "ModelConfig | str | Mapping[str, Any] | None" = None, *, pretrained: bool = False) -> AUNet:
     """Build AUNet from a ModelConfig, a named config ("paper", "small"), a dict, or None (the paper's).
 
-    ``pretrained=True`` loads ImageNet weights into the backbone from ``cfg.backbone_weights`` (a local file,
-    or "imagenet" for timm's hub when online); with neither it warns once and keeps the random init.
+    ``pretrained=True`` loads ImageNet weights into the backbone from ``cfg.backbone_weights``: a local file,
+    "imagenet" (timm's hub, when online) or "none" (random init, asked for). Weights that cannot be had raise
+    aunet.model.backbone.BackboneWeightsError; nothing falls back to random init unasked.
+    ``model.backbone_provenance`` records where the weights came from.
     """
     cfg = resolve_config(cfg)
     model = AUNet(cfg)
     if pretrained:
-        model.backbone_source = load_pretrained(model.backbone, cfg.backbone_weights)
+        fetch_pretrained(cfg.backbone_weights, cfg.backbone_depth).apply(model)
     return model
 
 

@@ -6,8 +6,10 @@ cuts the faces (``PrepSettings``, ``run_prep`` over worker processes, resumable;
 labeled set, every face kept); ``cli`` is ``aunet-prep`` and ``aunet-prep preview``. Other rooms import from
 here, not from the modules.
 """
-from aunet.prep.inputs import FFPP_COMPRESSIONS, Job, PrepError, discover, media_kind, read_ffpp_pairs
+from aunet.prep.inputs import (FFPP_COMPRESSIONS, FFPP_METHODS, FFPP_SPLITS, FFPPScan, Job, PrepError, discover,
+                               in_ffpp_protocol, is_ffpp_video, media_kind, read_ffpp_pairs, scan_ffpp)
 from aunet.prep.run import FACE_MODES, PrepResult, PrepSettings, prepare_labeled, run_prep
 
-__all__ = ["FACE_MODES", "FFPP_COMPRESSIONS", "Job", "PrepError", "PrepResult", "PrepSettings", "discover",
-           "media_kind", "prepare_labeled", "read_ffpp_pairs", "run_prep"]
+__all__ = ["FACE_MODES", "FFPP_COMPRESSIONS", "FFPP_METHODS", "FFPP_SPLITS", "FFPPScan", "Job", "PrepError",
+           "PrepResult", "PrepSettings", "discover", "in_ffpp_protocol", "is_ffpp_video", "media_kind",
+           "prepare_labeled", "read_ffpp_pairs", "run_prep", "scan_ffpp"]

@@ -2,12 +2,15 @@
 RetinaFace is used).
 
     aunet-prep INPUT --out DIR [--frames 32] [--size 224] [--detector auto|retinaface|dlib] [--workers N]
-               [--split-dir DIR] [--faces largest|all] [--label auto|real|fake]
+               [--split-dir DIR] [--faces largest|all] [--label auto|real|fake] [--compression c23|c40|raw|all]
     aunet-prep preview DIR --out grid.png
 
 INPUT: a video, an image, a folder of videos and/or images, or a FaceForensics++ root (original_sequences/,
-manipulated_sequences/) with its split JSONs (train.json, val.json, test.json). Per frame: faces detected,
-68 landmarks (dlib), the crop cut as aunet.faces.crop / the CropSpec defines it, landmarks mapped into the crop.
+manipulated_sequences/) with its split JSONs (train.json, val.json, test.json), read as the paper does: the
+YouTube reals and Deepfakes, Face2Face, FaceSwap, NeuralTextures at c23, each video in its official split; the
+rest of the tree (DeepFakeDetection, FaceShifter, other folders) and videos no split lists are left out and
+counted. Per frame: faces detected, 68 landmarks (dlib), the crop cut as aunet.faces.crop / the CropSpec
+defines it, landmarks mapped into the crop.
 A video that cannot be read, has no frames or shows no face is recorded (records/<id>.json) and skipped; the
 run goes on. Rerunning skips the finished videos. Exit codes (docs/preprocessing.md): 0 done (failures are
 recorded), 1 no input gave a face, 2 bad input or usage, 3 a missing dependency or model file, 4 writing the
@@ -28,7 +31,7 @@ from aunet.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_
 from aunet.faces import DETECTORS, DependencyError
 from aunet.faces.cache import STATUS_OK, CacheError, FaceCache, is_face_cache
 from aunet.io import atomic_write_bytes
-from aunet.prep.inputs import FFPP_COMPRESSIONS, LABELS, PrepError, discover
+from aunet.prep.inputs import FFPP_COMPRESSIONS, FFPP_DEFAULT_COMPRESSION, LABELS, PrepError, discover
 from aunet.prep.run import FACE_MODES, PrepSettings, run_prep, summary_table
 from aunet.spec import CropSpec
 from aunet.tap.preview import preview_grid
@@ -59,7 +62,7 @@ def prep(
         "auto", help="auto: from FF++ / real|fake folder names; real or fake: every input gets it"),
     split_dir: Optional[Path] = typer.Option(None, help="folder with FF++'s train.json, val.json, test.json"),
     compression: Literal[("all",) + FFPP_COMPRESSIONS] = typer.Option(
-        "all", help="FF++ only: keep one compression, or all"),
+        FFPP_DEFAULT_COMPRESSION, help="FF++ only: keep one compression (c23, the paper's HQ, by default), or all"),
     workers: int = typer.Option(1, min=0, help="worker processes (0 or 1: in this process)"),
 ) -> None:
     """Detect, align and crop faces into a resumable cache. Look at it with: aunet-prep preview DIR --out grid.png

@@ -6,10 +6,15 @@ Paper defaults (section 4.1): SGD lr 1e-3 momentum 0.9, batch 32 = 16 reals + th
 8 frames per video, λc = 1, λt = 30, λa = 0.5, Feature-level Mixing at a random stage each step with λ's from
 a Beta distribution. Multi-GPU / multi-node: launch with torchrun (DistributedDataParallel + DistributedSampler).
 
+The backbone starts from ImageNet weights (--backbone-weights FILE, or timm's hub when online); a new run
+that cannot have them stops before writing anything, unless --backbone-weights none asks for random init (the
+small config's default). The log, the checkpoints and every export record where they came from.
+
 RUN holds config.json (the resolved config), last.pt and best.pt (aunet.model.checkpoint), history.json (per-epoch
 metrics) and tb/ (TensorBoard scalars). Exit codes: 0 done, 1 training diverged (non-finite loss), 2 bad input
-(config, data, checkpoint, unwritable RUN), 3 missing hardware (--device cuda without CUDA), 130 stopped by
-Ctrl-C / SIGTERM after writing a resumable last.pt.
+(config, data, checkpoint, backbone weights that cannot be had, unwritable RUN), 3 missing hardware (--device
+cuda without CUDA), 130 stopped by Ctrl-C / SIGTERM (to the process or its whole group) after writing a
+resumable last.pt.
 """
 from __future__ import annotations
 
@@ -66,7 +71,8 @@ def cli(
         None, "--val-data", help="a labeled set (anything aunet-eval reads) scored every epoch besides the TAP hold-out"),
     backbone_weights: Optional[str] = typer.Option(
         None, "--backbone-weights",
-        help="ImageNet Xception weights: a .pth / .safetensors file, imagenet (timm's hub) or none"),
+        help="ImageNet Xception weights: a .pth / .safetensors file, imagenet (timm's hub; paper's default) or none "
+             "(random init; small's default). Weights that cannot be had stop a new run (exit 2)"),
     amp: Optional[bool] = typer.Option(
         None, "--amp/--no-amp", help="mixed precision on CUDA: bfloat16, or float16 on pre-Ampere GPUs (default: on)"),
 ) -> None:

@@ -12,10 +12,11 @@ resumed run sees the very same data.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+import signal
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aunet.config import ModelConfig
+from aunet.prep import in_ffpp_protocol, is_ffpp_video
 from aunet.tap import token_labels
 from aunet.train.config import PROTOCOLS, TrainConfig
 from aunet.train.errors import TrainError
@@ -44,9 +46,23 @@ class FaceRef:
     label: int
 
 
-def usable_records(cache: Any, protocol: str) -> list[Any]:
+def ffpp_refusal(rec: Any) -> str:
+    """Why the paper's FF++ protocol keeps a video of an FF++ cache out of training ("" when it may train): a
+    folder outside the protocol (DeepFakeDetection, FaceShifter, ...), or no train/val split (a cache made
+    before splits were required, or by hand). Videos of other inputs are never refused here."""
+    if not is_ffpp_video(rec.video_id):
+        return ""
+    if not in_ffpp_protocol(rec.video_id):
+        return "outside the paper's FF++ protocol"
+    if rec.split not in ("train", "val"):
+        return "no train/val split"
+    return ""
+
+
+def usable_records(cache: Any, protocol: str, refused: Optional[Counter] = None) -> list[Any]:
     """The cache's videos a protocol trains on: with faces, not failed; cross uses reals (label 0, or -1 =
-    unlabeled, e.g. a folder of real faces), in needs labels 0/1. Test-split videos are never trained on."""
+    unlabeled, e.g. a folder of real faces), in needs labels 0/1. Test-split videos are never trained on, nor
+    are FF++ videos that ffpp_refusal keeps out (counted by reason in ``refused``)."""
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     out = []
@@ -56,6 +72,11 @@ def usable_records(cache: Any, protocol: str) -> list[Any]:
         if protocol == "cross" and rec.label == FAKE:
             continue
         if protocol == "in" and rec.label not in (REAL, FAKE):
+            continue
+        reason = ffpp_refusal(rec)
+        if reason:
+            if refused is not None:
+                refused[reason] += 1
             continue
         out.append(rec)
     return sorted(out, key=lambda r: r.video_id)
@@ -250,24 +271,32 @@ class TrainingData:
     val: list[Any]
     val_source: str  # where the validation videos come from, for the run's log
     batch_items: int
+    refused: dict = field(default_factory=dict)  # FF++ videos kept out of training: reason -> count
 
 
 def open_training_data(cache: Any, cfg: TrainConfig) -> TrainingData:
     """The cache's videos for ``cfg.protocol``, split into training and validation; TrainError when the cache
     cannot train that protocol."""
     data_dir = cache.root
+    refused: Counter = Counter()
     try:
-        records = usable_records(cache, cfg.protocol)
+        records = usable_records(cache, cfg.protocol, refused)
         batch_items = items_per_batch(cfg.protocol, cfg.batch_size)
     except (DataError, OSError, ValueError) as exc:
         raise TrainError(f"--data {data_dir}: {exc}") from None
     if not records:
         wanted = "real faces (label 0 or unlabeled)" if cfg.protocol == "cross" else "labeled faces (0 real / 1 fake)"
-        raise TrainError(f"--data {data_dir}: the cache has no usable {wanted} for the {cfg.protocol} protocol")
+        why = f" (FF++ videos kept out: {refused_text(refused)})" if refused else ""
+        raise TrainError(f"--data {data_dir}: the cache has no usable {wanted} for the {cfg.protocol} protocol{why}")
     if cfg.protocol == "in" and len({r.label for r in records}) < 2:
         raise TrainError(f"--data {data_dir}: the in-dataset protocol needs both real and fake videos")
     train, val, val_source = split_train_val(records, cfg.val_fraction, cfg.seed)
-    return TrainingData(train, val, val_source, batch_items)
+    return TrainingData(train, val, val_source, batch_items, dict(refused))
+
+
+def refused_text(refused: dict) -> str:
+    """``3 outside the paper's FF++ protocol, 1 no train/val split``"""
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(refused.items()))
 
 
 class SkipSampler(Sampler):
@@ -283,6 +312,15 @@ class SkipSampler(Sampler):
         return max(0, len(self.base) - self.skip)
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """A DataLoader worker's start: SIGINT and SIGTERM ignored. Ctrl-C and a SIGTERM to the whole process group
+    (SLURM's preemption, ``timeout``) reach the workers too; killed, they would take the trainer down with a
+    RuntimeError mid-step. Ignoring them leaves the stop to the trainer, which finishes its step, writes
+    last.pt and closes the loader (and its workers) itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset, batch_items: int, sampler, collate, workers: int, seed: int, device: torch.device) -> DataLoader:
     # An explicit generator: DataLoader would otherwise draw its worker seed from torch's global RNG, and a
     # resumed run would then draw different Beta mixing weights than an uninterrupted one.
@@ -290,4 +328,5 @@ def make_loader(dataset, batch_items: int, sampler, collate, workers: int, seed:
         dataset, batch_size=batch_items, sampler=sampler,
         collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(seed), drop_last=False,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )

@@ -22,11 +22,14 @@ from torch.utils.data import DistributedSampler
 from aunet.io import atomic_write_text
 from aunet.metrics import roc_auc
 from aunet.model import autocast, autocast_dtype, build_model
-from aunet.model.checkpoint import CheckpointError, capture_rng_state, checkpoint_config, load_checkpoint, restore_rng_state, save_checkpoint
+from aunet.model.backbone import BackboneWeightsError, PretrainedBackbone, describe_provenance, fetch_pretrained
+from aunet.model.checkpoint import (CheckpointError, capture_rng_state, checkpoint_config, load_checkpoint,
+                                    load_training_state, restore_rng_state, save_checkpoint)
 from aunet.tap import FeatureMixing, sample_mix_lambdas
 from aunet.tap.losses import AUNetLoss, LossWeights
 from aunet.train.config import TrainConfig
-from aunet.train.data import FaceDataset, SkipSampler, TrainingData, collate_for, make_loader, open_training_data
+from aunet.train.data import (FaceDataset, SkipSampler, TrainingData, collate_for, make_loader, open_training_data,
+                              refused_text)
 from aunet.train.distributed import DistEnv, any_rank, barrier, init_distributed, leave, pick_device
 from aunet.train.errors import EXIT_DIVERGED, TrainError
 from aunet.train.optim import make_optimizer, make_scheduler
@@ -58,25 +61,38 @@ def train(
     cache = check_inputs(cfg, data_dir, out, resume)
     data = open_training_data(cache, cfg)
     state = resume_state(out / "last.pt", cfg) if resume else None
+    # a new run's ImageNet weights, before anything is written: weights that cannot be had stop it here
+    backbone = None if resume else pretrained_backbone(cfg)
     if dist.main:
         write_run_config(out, cfg)
-    trainer = Trainer(cfg, data, cache.root, out, device, dist, console or Console(stderr=True), state)
+    trainer = Trainer(cfg, data, cache.root, out, device, dist, console or Console(stderr=True), state, backbone)
     summary = trainer.fit(on_step)
     leave(dist)
     return summary
 
 
 def resume_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
-    """The checkpoint to resume, refused when it was made for another model or with other step-by-step settings."""
+    """The checkpoint to resume (its shared part and its training state), refused when it was made for another
+    model or with other step-by-step settings. Its training state is unpickled in full: the run's own last.pt."""
     try:
         state = load_checkpoint(path)
         checkpoint_config(state, path, expect=cfg.model_config)
+        differ = cfg.unresumable_changes(state.get("train_config", {}))
+        if differ:
+            raise TrainError(f"{path} was trained with other settings ({', '.join(differ)}); resume with the same config")
+        return {**state, **load_training_state(state, path)}
     except CheckpointError as exc:
         raise TrainError(str(exc)) from None
-    differ = cfg.unresumable_changes(state.get("train_config", {}))
-    if differ:
-        raise TrainError(f"{path} was trained with other settings ({', '.join(differ)}); resume with the same config")
-    return state
+
+
+def pretrained_backbone(cfg: TrainConfig) -> PretrainedBackbone:
+    """The ImageNet weights a new run starts from (``backbone_weights``: a file, "imagenet" from timm's hub, or
+    "none"); TrainError (exit 2) when they cannot be had: a run never falls back to random init unasked."""
+    model_cfg = cfg.model_config
+    try:
+        return fetch_pretrained(model_cfg.backbone_weights, model_cfg.backbone_depth)
+    except (BackboneWeightsError, OSError) as exc:
+        raise TrainError(str(exc)) from None
 
 
 def write_run_config(out: Path, cfg: TrainConfig) -> None:
@@ -92,7 +108,8 @@ class Trainer:
     then the checkpoint's state over all of them."""
 
     def __init__(self, cfg: TrainConfig, data: TrainingData, cache_dir: Path, out: Path, device: torch.device,
-                 dist: DistEnv, console: Console, state: Optional[dict[str, Any]] = None):
+                 dist: DistEnv, console: Console, state: Optional[dict[str, Any]] = None,
+                 backbone: Optional[PretrainedBackbone] = None):
         self.cfg, self.data, self.out, self.device, self.dist, self.console = cfg, data, out, device, dist, console
         self.model_cfg = cfg.model_config
         self.amp_dtype = autocast_dtype(device, cfg.amp)
@@ -101,9 +118,11 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        # ImageNet init only for a new run: a resumed one takes every weight from its checkpoint
-        pretrained = state is None and self.model_cfg.backbone_weights != "none"
-        self.model = build_model(self.model_cfg, pretrained=pretrained).to(device)
+        # ImageNet init only for a new run (train() fetched it); a resumed one takes every weight from its checkpoint
+        self.model = build_model(self.model_cfg)
+        if backbone is not None:
+            backbone.apply(self.model)
+        self.model = self.model.to(device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.train_ds = FaceDataset(cache_dir, data.train, self.model_cfg, cfg.protocol, cfg.frames_per_video, cfg.seed)
         self.val_ds = FaceDataset(cache_dir, data.val, self.model_cfg, cfg.protocol, cfg.frames_per_video, cfg.seed, fixed=True)
@@ -139,6 +158,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise TrainError(f"{self.last_path} cannot be resumed: {str(exc).splitlines()[0]}") from None
+        provenance = state.get("backbone")
+        self.model.backbone_provenance = dict(provenance) if isinstance(provenance, dict) else {"source": "unknown"}
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_metric, self.history = state.get("best_metric", -math.inf), list(state.get("history", []))
         restore_rng_state(state["rng"])
@@ -149,10 +170,11 @@ class Trainer:
         if not self.dist.main:
             return
         try:
+            training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                              "scaler": self.scaler.state_dict(), "rng": self.rng_after_step}
             save_checkpoint(
-                path, self.model, optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                scaler=self.scaler.state_dict(), step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
-                rng=self.rng_after_step, train_config=self.cfg.to_dict(), best_metric=self.best_metric,
+                path, self.model, training_state, step=self.step, epoch=self.epoch,
+                batch_in_epoch=self.batch_in_epoch, train_config=self.cfg.to_dict(), best_metric=self.best_metric,
                 history=self.history,
             )
         except OSError as exc:  # a full disk: the previous checkpoint is intact (atomic write)
@@ -215,7 +237,7 @@ class Trainer:
                 batch = next(batches)
             except StopIteration:
                 return False
-            except RuntimeError:  # Ctrl-C reaches the loader's workers too; they exit while we stop
+            except RuntimeError:  # a worker killed from outside (its stop signals are ignored, SIGKILL is not)
                 if not stop.requested:
                     raise
                 return True
@@ -240,6 +262,13 @@ class Trainer:
                 f"{len(self.train_ds)} faces/epoch, {self.steps_per_epoch} steps/epoch, device {self.device}; "
                 f"validation: {self.data.val_source}"
             )
+            self.console.print(f"backbone: {describe_provenance(self.model.backbone_provenance)}",
+                               markup=False, highlight=False, soft_wrap=True)
+            if self.data.refused:
+                self.console.print(f"left out of training: FF++ videos {refused_text(self.data.refused)}",
+                                   markup=False, highlight=False, soft_wrap=True)
+            if self.writer is not None:
+                self.writer.add_text("backbone", json.dumps(self.model.backbone_provenance, sort_keys=True), self.step)
         stopped = False
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),

@@ -12,7 +12,7 @@ from aunet.faces.cache import CacheError, FaceCache
 from aunet.train.config import TrainConfig
 from aunet.train.errors import TrainError
 
-# backbone_weights values that name no file (aunet.model.backbone.load_pretrained)
+# backbone_weights values that name no file (aunet.model.backbone.fetch_pretrained)
 _NOT_A_FILE = ("imagenet", "none")
 
 
