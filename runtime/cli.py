@@ -1,17 +1,19 @@
-"""`aunet-infer VIDEO... --engine MODEL`: are a video's faces forged, and where? (torch-free)
+"""`aunet-infer INPUT... --engine MODEL`: are the faces of a video, image or stream forged, and where? (torch-free)
 
-Exit codes: 0 every input analysed; 1 with --fail-on-fake, some verdict is "fake"; 2 bad usage or input (a
-missing, unreadable, corrupt or empty video, a bad engine file, a spec mismatch); 3 a missing optional
-dependency or hardware (TensorRT, pycuda, a GPU, an engine built for another GPU or TensorRT); 4 inference
-failed (e.g. GPU out of memory); 130 stopped by Ctrl-C (the results so far are still written: how a webcam or
-stream run ends; a second Ctrl-C aborts). With several inputs, a bad one is recorded in the JSON and the
-others run; the exit code is then the worst one met. Usage and file-kind errors, and inputs none of which
-exist, are refused before the model loads.
+Output: one JSON document (--format json, the default), or records streamed as frames are scored (jsonl, csv),
+flushed as they are written, so a crash or Ctrl-C keeps everything scored; --skip-done resumes a batch. Exit
+codes: 0 every input analysed; 1 with --fail-on-fake, some verdict is "fake"; 2 bad usage or input (a missing,
+unreadable, corrupt or empty video, a bad engine file, a spec mismatch, an unwritable output); 3 a missing
+optional dependency or hardware (TensorRT, pycuda, a GPU, an engine built for another GPU or TensorRT); 4
+inference failed (e.g. GPU out of memory); 5 a live source (camera, stream) stopped delivering frames; 130
+stopped by Ctrl-C (the results so far are still written: how a webcam or stream run ends; a second Ctrl-C
+aborts). With several inputs, a bad one is recorded and the others run; the exit code is then the worst one
+met. Usage and file-kind errors, unwritable outputs, and inputs none of which exist are refused before the
+model loads.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import threading
@@ -26,10 +28,17 @@ from rich.table import Table
 
 from aunet.backends import DEVICES, ENGINE_SUFFIXES, ONNX_SUFFIXES
 from aunet.cli import exclusive, fail, print_error, run
-from aunet.io import atomic_write_text
 from aunet.spec import SpecError
 
-from .annotate import VIDEO_CONTAINERS, AnnotatedVideoWriter
+from .annotate import (
+    H264_CONTAINERS,
+    IMAGE_OUTPUTS,
+    VIDEO_CONTAINERS,
+    AnnotatedImageWriter,
+    AnnotatedVideoWriter,
+    NoH264Warning,
+    h264_encoder,
+)
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_FAKE_FOUND,
@@ -37,11 +46,27 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_MISSING_DEPENDENCY,
     EXIT_OK,
+    EXIT_SOURCE_LOST,
     InputError,
+    OutputError,
+    SourceLost,
     describe,
 )
-from .results import VERDICT_FAKE, error_record
-from .sources import Sampling, VideoSource, is_live, resolve_inputs, source_name
+from .outputs import (
+    DEFAULT_WINDOW_S,
+    FORMATS,
+    CsvSink,
+    JsonlSink,
+    JsonSink,
+    Resume,
+    Sink,
+    check_writable,
+    check_writable_folder,
+    read_done,
+    source_key,
+)
+from .results import VERDICT_FAKE
+from .sources import Sampling, VideoSource, is_image, is_live, is_sequence, resolve_inputs, source_name
 
 PROG = "aunet-infer"
 
@@ -112,36 +137,67 @@ def writer_fps(src: VideoSource, sampling: Sampling) -> float:
 
 
 def annotated_path(save_video: Path, source: str, many: bool, used: set[Path]) -> Path:
-    """``save_video`` itself for one input; ``<folder>/<stem>.annotated.mp4`` for several (numbered on clashes)."""
+    """``save_video`` itself for one input; ``<folder>/<stem>.annotated.mp4`` for several (numbered on clashes),
+    ``<stem>.annotated.png`` (``.jpg`` for a JPEG) for an image input."""
     if not many:
         return save_video
-    stem = Path(source).stem or "stream"
-    path, n = save_video / f"{stem}.annotated.mp4", 1
+    stem = Path(source).stem.replace("%", "") or "stream"
+    suffix = ".mp4"
+    if is_image(source):
+        suffix = ".jpg" if Path(source).suffix.lower() in (".jpg", ".jpeg") else ".png"
+    path, n = save_video / f"{stem}.annotated{suffix}", 1
     while path in used:
         n += 1
-        path = save_video / f"{stem}-{n}.annotated.mp4"
+        path = save_video / f"{stem}-{n}.annotated{suffix}"
     used.add(path)
     return path
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code an input's failure stands for (docs/runtime.md)."""
+    if isinstance(exc, SourceLost):
+        return EXIT_SOURCE_LOST
+    if isinstance(exc, (InputError, SpecError)):
+        return EXIT_BAD_INPUT
+    return EXIT_INFERENCE_FAILED
+
+
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 1 --fail-on-fake and a fake verdict; 2 bad usage or input; 3 missing dependency, GPU or "
-    "an engine built elsewhere; 4 inference failed (e.g. out of memory); 130 stopped by Ctrl-C (results so far "
-    "are written). See docs/runtime.md."
+    "Exit codes: 0 ok; 1 --fail-on-fake and a fake verdict; 2 bad usage or input, or an unwritable output; 3 "
+    "missing dependency, GPU or an engine built elsewhere; 4 inference failed (e.g. out of memory); 5 a live "
+    "source stopped delivering frames (what was scored is written); 130 stopped by Ctrl-C (results so far are "
+    "written). See docs/runtime.md."
 )
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def infer(
-    videos: list[str] = typer.Argument(..., help="Video files, folders, globs, rtsp:// or http:// URLs, webcams."),
+    videos: list[str] = typer.Argument(
+        ..., help="Video files, images, folders (their videos and images, each one input), globs, image "
+                  "sequences (frames/%05d.png), rtsp:// or http:// URLs, webcam indices."
+    ),
     engine: Path = typer.Option(..., "--engine", "-e", help="Model: .onnx, or a TensorRT .plan/.engine + sidecar."),
     spec: Optional[Path] = typer.Option(
         None, "--spec", help="For a .plan/.engine built elsewhere (trtexec, Polygraphy) without a sidecar: the ONNX it "
                              "was built from, whose spec it runs with (TensorRT/GPU match unverified)."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON here (default: stdout)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results here (default: stdout)."),
+    fmt: Literal[FORMATS] = typer.Option(
+        "json", "--format", "-f",
+        help="json: one document when the run ends; jsonl: one record per line as frames are scored (live "
+             "sources: also a verdict per --window); csv: one row per scored face as it goes.",
+    ),
+    window: float = typer.Option(
+        DEFAULT_WINDOW_S, "--window", min=0.1, help="Live sources, jsonl/csv: a verdict record every this many "
+                                                     "seconds."
+    ),
+    skip_done: bool = typer.Option(
+        False, "--skip-done", help="Resume: skip the inputs --out already holds a complete result for (it keeps "
+                                   "them), redo the others."
+    ),
     save_video: Optional[Path] = typer.Option(
-        None, "--save-video", help="Annotated video (a folder when there are several inputs)."
+        None, "--save-video", help="Annotated video: H.264 with PyAV (aunet[video]), else MPEG-4 Part 2 and a "
+                                   "warning; a folder for several inputs; an image input is annotated as an image."
     ),
     frames: Optional[int] = typer.Option(
         None, "--frames", min=1, help="Analyse N frames spread evenly (not with --every; default: every frame)."
@@ -164,7 +220,7 @@ def infer(
     fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit 1 when any verdict is fake."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
-    """Score the faces of each video; print or write one JSON result per video."""
+    """Score the faces of each input; write one JSON result per input, or stream records as frames are scored."""
     exclusive(PROG, frames=frames, every=every)
     check_engine_file(engine)
     check_spec_file(spec, engine)
@@ -174,17 +230,49 @@ def infer(
     except (ValueError, InputError) as exc:
         raise fail(PROG, describe(exc), EXIT_BAD_INPUT) from None
     # Missing files among others are recorded per input; when nothing would run, say so before loading the model.
-    missing = [source_name(t) for t in targets if not is_live(t) and not Path(str(t)).exists()]
+    missing = [source_name(t) for t in targets if not is_live(t) and not is_sequence(t) and not Path(str(t)).exists()]
     if len(missing) == len(targets):
         raise fail(PROG, f"no such file: {', '.join(missing)}", EXIT_BAD_INPUT)
+    unbounded = [source_name(t) for t in targets if is_live(t)] if frames is None else []
+    if fmt == "json" and unbounded:
+        raise fail(PROG, f"{unbounded[0]} is a live source: it runs until stopped and a JSON document is written "
+                         "only at the end; use --format jsonl or csv (records written as frames are scored, memory "
+                         "flat), or --frames N", EXIT_BAD_INPUT)
+    if skip_done and out is None:
+        raise fail(PROG, "--skip-done needs --out: the output file it resumes", EXIT_BAD_INPUT)
     many = len(targets) > 1
-    if save_video is not None and many and save_video.suffix:
-        raise fail(PROG, "--save-video must be a folder when there are several inputs", EXIT_BAD_INPUT)
-    if save_video is not None and not many and save_video.suffix.lower() not in VIDEO_CONTAINERS:
-        raise fail(PROG, f"--save-video: use one of {', '.join(VIDEO_CONTAINERS)}, not {save_video.name!r}",
-                   EXIT_BAD_INPUT)
+    if save_video is not None:
+        check_save_video(save_video, targets, many)
     if detector is not None and not detector.is_file():
         raise fail(PROG, f"face detector model not found: {detector}", EXIT_BAD_INPUT)
+    try:
+        if out is not None:
+            check_writable(out)
+        if save_video is not None and many:
+            check_writable_folder(save_video)
+        elif save_video is not None:
+            check_writable(save_video)
+    except OutputError as exc:
+        raise fail(PROG, describe(exc), EXIT_BAD_INPUT) from None
+
+    resume = Resume({})
+    if skip_done:
+        try:
+            resume = read_done(out, fmt, {source_key(source_name(t)) for t in targets})
+        except (InputError, OutputError) as exc:
+            raise fail(PROG, describe(exc), EXIT_BAD_INPUT) from None
+    keys = [source_key(source_name(t)) for t in targets]
+    todo = [t for t, k in zip(targets, keys) if k not in resume.done]
+    skipped = [resume.done[k] for k in keys if k in resume.done]
+    if skipped and not quiet:
+        err.print(f"{len(skipped)} of {len(targets)} inputs already done in {out}: skipped")
+    if not todo:
+        _finish_exit(EXIT_OK, skipped, fail_on_fake)
+
+    if save_video is not None and h264_encoder() is None and not all(is_image(t) for t in todo) and (
+            many or save_video.suffix.lower() in H264_CONTAINERS):
+        print(f"{PROG}: warning: no H.264 encoder (pip install av): annotated videos are MPEG-4 Part 2, which "
+              "browsers do not play", file=sys.stderr, flush=True)
     try:
         model = load_detector(
             engine, spec=spec, device=device, threshold=threshold, batch_size=batch,
@@ -200,46 +288,73 @@ def infer(
         model.close()
         raise fail(PROG, f"cannot load the face detector: {describe(exc)}", engine_exit_code(exc)) from None
 
-    records: list[dict[str, Any]] = []
+    try:
+        sink = open_sink(fmt, out, grids, window, resume, append=skip_done)
+    except OutputError as exc:
+        model.close()
+        raise fail(PROG, describe(exc), EXIT_BAD_INPUT) from None
     code = EXIT_OK
     stop = threading.Event()
     used: set[Path] = set()  # annotated video paths of this run
-    with model, stop_on_ctrl_c(stop), Progress(
+    with model, contextlib.closing(sink), stop_on_ctrl_c(stop), warnings.catch_warnings(), Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err, disable=quiet, transient=True,
     ) as progress:
-        overall = progress.add_task("videos", total=len(targets)) if many else None
-        for target in targets:
-            name = source_name(target)
-            try:
-                records.append(_run_one(model, target, sampling, save_video, many, progress, grids, stop, used))
-            except Exception as exc:  # recorded per input; the others still run
-                bad_input = isinstance(exc, (InputError, SpecError))
-                code = max(code, EXIT_BAD_INPUT if bad_input else EXIT_INFERENCE_FAILED)
-                records.append(error_record(name, describe(exc)))
-                print_error(PROG, describe(exc))
-            except KeyboardInterrupt:
-                records.append(error_record(name, "interrupted"))
-                stop.set()
-            if overall is not None:
-                progress.advance(overall)
-            if stop.is_set():
-                code = EXIT_INTERRUPTED
-                break
-
-    text = json.dumps(records if many else records[0], indent=2)
-    if out is None:
-        typer.echo(text)
-    else:
+        warnings.simplefilter("ignore", NoH264Warning)  # said once above
+        overall = progress.add_task("inputs", total=len(todo)) if len(todo) > 1 else None
         try:
-            atomic_write_text(out, text + "\n")
-        except OSError as exc:
-            raise fail(PROG, f"cannot write {out}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+            for target in todo:
+                name = source_name(target)
+                try:
+                    _run_one(model, target, sampling, sink, save_video, many, progress, stop, used)
+                except OutputError:
+                    raise
+                except Exception as exc:  # recorded per input; the others still run
+                    code = max(code, exit_code_for(exc))
+                    sink.fail(name, describe(exc), getattr(exc, "partial", None))
+                    print_error(PROG, describe(exc))
+                except KeyboardInterrupt:
+                    sink.fail(name, "interrupted", None)
+                    stop.set()
+                if overall is not None:
+                    progress.advance(overall)
+                if stop.is_set():
+                    code = EXIT_INTERRUPTED
+                    break
+            if isinstance(sink, JsonSink):
+                sink.write(many)
+        except OutputError as exc:  # the output itself failed (disk full, ...): stop the run
+            print_error(PROG, describe(exc))
+            code = EXIT_BAD_INPUT
     if not quiet:
-        err.print(summary_table(records, model.backend.name))
-    if fail_on_fake and code == EXIT_OK and any(r["verdict"] == VERDICT_FAKE for r in records):
+        err.print(summary_table(sink.summaries, model.backend.name))
+    _finish_exit(code, skipped + sink.summaries, fail_on_fake)
+
+
+def _finish_exit(code: int, records: list[dict], fail_on_fake: bool) -> None:
+    if fail_on_fake and code == EXIT_OK and any(r.get("verdict") == VERDICT_FAKE for r in records):
         code = EXIT_FAKE_FOUND
     raise typer.Exit(code)
+
+
+def check_save_video(save_video: Path, targets: list, many: bool) -> None:
+    """``--save-video``: a folder for several inputs; for one, a video container (or an image for an image)."""
+    if many and save_video.suffix:
+        raise fail(PROG, "--save-video must be a folder when there are several inputs", EXIT_BAD_INPUT)
+    if many:
+        return
+    allowed = VIDEO_CONTAINERS + (IMAGE_OUTPUTS if is_image(targets[0]) else ())
+    if save_video.suffix.lower() not in allowed:
+        raise fail(PROG, f"--save-video: use one of {', '.join(allowed)}, not {save_video.name!r}", EXIT_BAD_INPUT)
+
+
+def open_sink(fmt: str, out: Optional[Path], grids: bool, window: float, resume: Resume, append: bool) -> Sink:
+    if fmt == "json":
+        return JsonSink(out, grids, window, previous=resume.previous_json)
+    append = append and out is not None and out.exists() and out.stat().st_size > 0
+    if fmt == "jsonl":
+        return JsonlSink(out, grids, window, append=append)
+    return CsvSink(out, grids, window, append=append)
 
 
 @contextlib.contextmanager
@@ -263,33 +378,44 @@ def stop_on_ctrl_c(stop: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_one(model, target, sampling: Sampling, save_video: Optional[Path], many: bool, progress, grids: bool,
+def _run_one(model, target, sampling: Sampling, sink: Sink, save_video: Optional[Path], many: bool, progress,
              stop: threading.Event, used: set[Path]) -> dict:
     src = VideoSource(target, sampling)
     task = progress.add_task(Path(src.name).name[:40], total=src.planned_frames())
     writer = None
-    if save_video is not None:
-        path = annotated_path(save_video, src.name, many, used)
-        writer = AnnotatedVideoWriter(path, writer_fps(src, sampling), model.threshold, model.spec.input_size)
-
-    def on_frame(frame, rgb) -> None:
-        if writer is not None:
-            writer.write(rgb, frame)
-        progress.advance(task)
-
     ok = False
     try:
-        result = model.predict_video(src, on_frame=on_frame, keep_frames=writer is not None, stop=stop)
+        sink.begin(src.name, model.source_info(src), model.threshold)
+        if save_video is not None:
+            path = annotated_path(save_video, src.name, many, used)
+            if path.suffix.lower() in IMAGE_OUTPUTS:
+                writer = AnnotatedImageWriter(path, model.threshold, model.spec.input_size)
+            else:
+                writer = AnnotatedVideoWriter(path, writer_fps(src, sampling), model.threshold,
+                                              model.spec.input_size)
+
+        def on_frame(frame, rgb) -> None:
+            sink.frame(frame)
+            if writer is not None:
+                writer.write(rgb, frame)
+            progress.advance(task)
+
+        try:
+            result = model.predict_video(src, on_frame=on_frame, keep_frames=writer is not None, stop=stop)
+        except SourceLost:
+            ok = writer is not None and writer.frames_written > 0  # keep the video of what was scored
+            raise
         ok = True
     finally:
         src.close()
         if writer is not None:
             writer.close(ok)
         progress.remove_task(task)
-    record = result.to_dict(grids)
-    if writer is not None:
-        record["annotated_video"] = str(writer.path)
-    return record
+    extra = {"annotated_video": str(writer.path)} if writer is not None else {}
+    return sink.finish(result, extra)
+
+
+SUMMARY_ROWS = 40  # the table lists this many inputs at most (a folder of thousands of images)
 
 
 def summary_table(records: list[dict], backend: str) -> Table:
@@ -298,16 +424,21 @@ def summary_table(records: list[dict], backend: str) -> Table:
                       ("with face", "right"), ("frames/s", "right")):
         table.add_column(col, justify=just)
     colours = {"fake": "red", "real": "green", "no_face": "yellow", "error": "red"}
-    for r in records:
+    for r in records[:SUMMARY_ROWS]:
         v = r["verdict"]
         if v == "error":
             table.add_row(r["source"], f"[red]error[/red]: {r['error']}", "", "", "", "")
             continue
+        stopped = " (stopped)" if r.get("stopped") else ""
         table.add_row(
-            r["source"], f"[{colours[v]}]{v}[/{colours[v]}]",
+            r["source"], f"[{colours[v]}]{v}[/{colours[v]}]{stopped}",
             "-" if r["score"] is None else f"{r['score']:.3f}",
             str(r["frames_analysed"]), str(r["frames_with_face"]), f"{r['timings']['frames_per_s']:.1f}",
         )
+    if len(records) > SUMMARY_ROWS:
+        counts = {v: sum(1 for r in records if r["verdict"] == v) for v in colours}
+        table.add_row(f"... {len(records) - SUMMARY_ROWS} more", ", ".join(f"{n} {v}" for v, n in counts.items() if n),
+                      "", "", "", "")
     return table
 
 

@@ -188,31 +188,31 @@ class Detector:
         on_frame: Optional[Callable[[FrameResult, Optional[np.ndarray]], None]] = None,
         keep_frames: bool = False,
         stop: Optional[threading.Event] = None,
+        keep_results: Optional[bool] = None,
     ) -> VideoResult:
-        """Analyse a video file, URL or webcam index (or an opened VideoSource, which brings its own sampling).
+        """Analyse a video file, image, URL or webcam index (or an opened VideoSource, or any object with its
+        ``name``, ``live``, ``sampling``, ``fps``, ``width``, ``height``, ``frame_count``, ``frames()`` and
+        ``close()``, which brings its own sampling).
 
-        ``on_frame(result, frame_rgb)`` is called in frame order as results arrive (progress bars, annotated
-        video); ``frame_rgb`` is None unless ``keep_frames``. Setting ``stop`` ends the analysis early with the
-        frames so far (``info["stopped"]``): how a webcam or stream run ends. Raises InputError for a missing,
-        unreadable or empty input, InferenceError when the backend fails.
+        ``on_frame(result, frame_rgb)`` is called in frame order as results arrive (streamed output, progress
+        bars, annotated video); ``frame_rgb`` is None unless ``keep_frames``. ``keep_results`` (default: unless
+        the source is live and unbounded) keeps every FrameResult in ``result.frames``; a live source keeps only
+        the running aggregates, so memory stays flat for days — its frames reach ``on_frame`` only. Setting
+        ``stop`` ends the analysis early with the frames so far (``info["stopped"]``): how a webcam or stream
+        run ends. Raises InputError for a missing, unreadable or empty input, SourceLost when a live source stops
+        delivering frames, InferenceError when the backend fails; the frames decoded before a source or face
+        detector failure are still scored and passed to ``on_frame`` first, and every exception raised here
+        carries what was scored as ``exc.partial`` (a VideoResult).
         """
         t_start = time.perf_counter()
         detector = self.face_detector
-        src = source if isinstance(source, VideoSource) else VideoSource(source, sampling)
+        src = source if hasattr(source, "frames") else VideoSource(source, sampling)
+        live = bool(getattr(src, "live", False))
+        if keep_results is None:
+            keep_results = not live or src.sampling.frames is not None
         timings = {"decode_s": 0.0, "detect_s": 0.0, "infer_s": 0.0}
-        result = VideoResult(
-            source=src.name,
-            threshold=self.threshold,
-            timings=timings,
-            info={
-                "video": {"fps": src.fps, "width": src.width, "height": src.height, "frame_count": src.frame_count},
-                "sampling": src.sampling.describe(),
-                "backend": self.backend.name,
-                "face_detector": detector.name,
-                "batch_size": self.batch_size,
-                "model_spec": self.spec.to_dict(),
-            },
-        )
+        result = VideoResult(source=src.name, threshold=self.threshold, timings=timings, keep_frames=keep_results,
+                             info=self.source_info(src))
 
         def detected(frames: Iterable[tuple[int, float, np.ndarray]]) -> Iterator[_FrameFaces]:
             for index, t, rgb in frames:
@@ -221,25 +221,62 @@ class Detector:
                 timings["detect_s"] += time.perf_counter() - t0
                 yield item
 
-        with contextlib.ExitStack() as stack:
-            stack.callback(src.close)
-            decoded = stack.enter_context(
-                BackgroundIterator(_timed(src.frames(), timings, "decode_s"), DECODE_QUEUE_FRAMES, "aunet-decode")
-            )
-            ready = stack.enter_context(BackgroundIterator(detected(decoded), self.batch_size, "aunet-detect"))
-            pending: list[_FrameFaces] = []
-            for item in ready:
-                if stop is not None and stop.is_set():
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.callback(src.close)
+                decoded = stack.enter_context(
+                    BackgroundIterator(_timed(src.frames(), timings, "decode_s"), DECODE_QUEUE_FRAMES, "aunet-decode")
+                )
+                ready = stack.enter_context(
+                    BackgroundIterator(detected(decoded), self.batch_size, "aunet-detect", cancel=stop)
+                )
+                pending: list[_FrameFaces] = []
+                failure: Optional[Exception] = None
+                while True:
+                    try:
+                        item = next(ready)
+                    except StopIteration:
+                        break
+                    except Exception as exc:  # the source or the face detector: score what came before it
+                        failure = exc
+                        break
+                    if stop is not None and stop.is_set():
+                        break
+                    pending.append(item)
+                    if sum(len(p.faces) for p in pending) >= self.batch_size or len(pending) >= MAX_PENDING_FRAMES:
+                        self._emit(pending, result, timings, on_frame)
+                        pending = []
+                if stop is not None and stop.is_set() and failure is None:
                     result.info["stopped"] = True
-                    break
-                pending.append(item)
-                if sum(len(p.faces) for p in pending) >= self.batch_size or len(pending) >= MAX_PENDING_FRAMES:
-                    self._emit(pending, result, timings, on_frame)
-                    pending = []
-            self._emit(pending, result, timings, on_frame)
-        timings["total_s"] = time.perf_counter() - t_start
-        timings["frames_per_s"] = len(result.frames) / max(timings["total_s"], 1e-9)
+                if failure is not None:
+                    try:
+                        self._emit(pending, result, timings, on_frame)
+                    except Exception:
+                        pass  # the source's failure is the one to report
+                    raise failure
+                self._emit(pending, result, timings, on_frame)
+        except Exception as exc:
+            _finish(result, timings, t_start)
+            try:
+                exc.partial = result  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+            raise
+        _finish(result, timings, t_start)
         return result
+
+    def source_info(self, src) -> dict:
+        """What a result records about its input and this detector: the video's fps, size and frame count,
+        whether it is live, the sampling, the backend, the face detector, the batch size and the model spec."""
+        return {
+            "video": {"fps": src.fps, "width": src.width, "height": src.height, "frame_count": src.frame_count},
+            "live": bool(getattr(src, "live", False)),
+            "sampling": src.sampling.describe(),
+            "backend": self.backend.name,
+            "face_detector": self.face_detector.name,
+            "batch_size": self.batch_size,
+            "model_spec": self.spec.to_dict(),
+        }
 
     def _detect(self, detector: FaceDetector, rgb: np.ndarray, index: int, t: float, keep_frame: bool) -> _FrameFaces:
         with self._detect_lock:  # detectors (dlib, an ORT session) are not promised to be reentrant
@@ -272,7 +309,7 @@ class Detector:
         frames = self._score(items)
         timings["infer_s"] += time.perf_counter() - t0
         for item, frame in zip(items, frames):
-            result.frames.append(frame)
+            result.add(frame)
             if on_frame is not None:
                 on_frame(frame, item.frame)
 
@@ -286,6 +323,11 @@ class Detector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _finish(result: VideoResult, timings: dict, t_start: float) -> None:
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["frames_per_s"] = result.frames_analysed / max(timings["total_s"], 1e-9)
 
 
 def _timed(it: Iterable, timings: dict, key: str) -> Iterator:

@@ -2,13 +2,14 @@
 
 Bounded queues keep memory flat on long videos (a slow consumer blocks the producer); an exception in the
 producer reaches the consumer at the item where it happened; ``close()`` stops the producer even when it is
-blocked on a full queue, so nothing hangs when the consumer gives up early.
+blocked on a full queue, so nothing hangs when the consumer gives up early. A ``cancel`` event ends the
+iteration at the next item or poll (a Ctrl-C while a live stream waits for its next frame).
 """
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Generic, Iterable, Iterator, TypeVar
+from typing import Generic, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -27,8 +28,9 @@ class _Failed:
 class BackgroundIterator(Generic[T]):
     """Iterate ``source`` on a daemon thread; iterate this object to consume. Use as a context manager."""
 
-    def __init__(self, source: Iterable[T], maxsize: int, name: str):
+    def __init__(self, source: Iterable[T], maxsize: int, name: str, cancel: Optional[threading.Event] = None):
         self._source = source
+        self._cancel = cancel
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -66,6 +68,8 @@ class BackgroundIterator(Generic[T]):
 
     def __next__(self) -> T:
         while True:
+            if self._cancel is not None and self._cancel.is_set():
+                raise StopIteration
             try:
                 item = self._queue.get(timeout=_POLL_S)
             except queue.Empty:

@@ -23,6 +23,7 @@ PROVIDERS = {
     "modelopt": {"nvidia-modelopt"},
     "pycuda": {"pycuda"},
     "tensorrt": {"tensorrt", "tensorrt-cu12", "tensorrt-cu13"},
+    "av": {"av"},
 }
 
 # `aunet-export trt --onnx model.fp16.onnx` on the box: read_spec (onnx), the precision ONNX verified on ONNX
@@ -33,15 +34,20 @@ ENGINE_RUNTIME = {"tensorrt", "pycuda", "onnxruntime"}
 # `aunet-export trt --onnx model.onnx --fp16` on the workstation: ModelOpt AutoCast, then ONNX Runtime verifies it.
 FP16_CONVERSION = {"modelopt", "onnx", "onnxruntime"}
 
+# `aunet-infer ... --save-video annotated.mp4` as H.264 (runtime/annotate.py imports av).
+H264_VIDEO = {"av"}
+
 NEEDS = {
     "trt-cu12": ENGINE_BUILD | ENGINE_RUNTIME,
     "trt-cu13": ENGINE_BUILD | ENGINE_RUNTIME,
     "trt": ENGINE_BUILD | ENGINE_RUNTIME,
     "trt-system": (ENGINE_BUILD | ENGINE_RUNTIME) - {"tensorrt"},  # TensorRT comes from JetPack / the container
     "export": FP16_CONVERSION,
+    "video": H264_VIDEO,
+    "dev": H264_VIDEO,  # the H.264 test runs in the suite, not skipped
 }
 TENSORRT_DIST = {"trt-cu12": {"tensorrt-cu12"}, "trt-cu13": {"tensorrt-cu13"}, "trt": {"tensorrt-cu12"},
-                 "trt-system": set(), "export": set()}
+                 "trt-system": set(), "export": set(), "video": set(), "dev": set()}
 
 
 def project() -> dict:
