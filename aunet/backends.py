@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import json
 import os
+import platform
 import threading
 import warnings
 from pathlib import Path
@@ -643,10 +644,34 @@ def open_backend(path: str | os.PathLike, device: str = "auto", providers: Seque
     raise BackendError(f"{path}: unknown model type {suffix!r} (expected .onnx, .plan or .engine)")
 
 
+# CPU features that decide which ONNX Runtime / PyTorch kernels run (INT8 speed hinges on the VNNI / AMX ones).
+KERNEL_CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                    "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
+
+
+def cpu_model_and_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
+    """The CPU's model name and which of KERNEL_CPU_FLAGS it has (Linux /proc/cpuinfo; empty elsewhere)."""
+    model, flags = platform.processor(), set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "cpu model") and value.strip():
+                    model = value.strip()
+                elif key in ("flags", "features"):
+                    flags.update(value.split())
+                if key == "" and flags:  # the first processor's block is enough
+                    break
+    except OSError:
+        pass
+    return model, [f for f in KERNEL_CPU_FLAGS if f in flags]
+
+
 __all__ = [
-    "BUILT_BY_AUNET", "BUILT_BY_EXTERNAL", "Backend", "BackendError", "BackendUnavailable", "HostDeviceMem",
+    "BUILT_BY_AUNET", "BUILT_BY_EXTERNAL", "KERNEL_CPU_FLAGS", "Backend", "BackendError", "BackendUnavailable", "HostDeviceMem",
     "OnnxRuntimeBackend", "PlanMismatchError", "TensorRTBackend", "UnverifiedEngineWarning", "CHECKPOINT_SUFFIXES",
-    "build_recorded", "check_model_path", "check_plan_sidecar", "cuda_devices", "external_sidecar", "open_backend",
+    "build_recorded", "check_model_path", "check_plan_sidecar", "cpu_model_and_flags", "cuda_devices", "external_sidecar", "open_backend",
     "ort_providers", "plan_sidecar", "read_plan_sidecar", "read_spec", "sidecar_path", "tensorrt_logger",
     "tensorrt_major",
 ]

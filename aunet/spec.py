@@ -58,6 +58,9 @@ class ModelSpec:
     threshold: float = 0.5  # verdict "fake" when score >= threshold
     provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint hash, exporter versions, ...
     spec_version: int = SPEC_VERSION
+    # The face detector and face policy the training crops were cut with ({"detector": name, "policy": {...}},
+    # aunet.faces.policy); the runtime detects with them. Empty in specs written before it existed.
+    faces: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, **kwargs: Any) -> "ModelSpec":
@@ -123,6 +126,7 @@ class ModelSpec:
                 class_names=tuple(data["class_names"]),
                 threshold=float(data["threshold"]),
                 provenance=dict(data.get("provenance", {})),
+                faces=dict(data.get("faces") or {}),
             )
             spec.config  # validates the model fields
         except SpecError:

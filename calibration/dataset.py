@@ -10,7 +10,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -169,8 +169,10 @@ def spread_sample(counts: list[int], n: int, rng: np.random.Generator) -> list[l
     return [np.linspace(0, c - 1, q).round().astype(int).tolist() if q else [] for c, q in zip(counts, quota, strict=True)]
 
 
-def open_cache(cache_dir: str | Path, spec: ModelSpec, split: str | None = None):
-    """(FaceCache, its videos with faces): the cache must have been cut with the model's size and CropSpec."""
+def open_cache(cache_dir: str | Path, spec: ModelSpec, split: str | None = None,
+               video_ids: Collection[str] | None = None):
+    """(FaceCache, its videos with faces): the cache must have been cut with the model's size and CropSpec.
+    ``video_ids``: only these videos (e.g. one side of a held-out split)."""
     from aunet.faces.cache import CacheError, FaceCache
 
     try:
@@ -178,15 +180,20 @@ def open_cache(cache_dir: str | Path, spec: ModelSpec, split: str | None = None)
         videos = cache.videos(split=split)
     except CacheError as exc:
         raise CalibrationError(str(exc)) from None
+    if video_ids is not None:
+        wanted = set(video_ids)
+        videos = [v for v in videos if v.video_id in wanted]
     if not videos:
-        raise CalibrationError(f"{cache_dir} holds no face crops{f' in split {split!r}' if split else ''}")
+        raise CalibrationError(f"{cache_dir} holds no face crops{f' in split {split!r}' if split else ''}"
+                               f"{' in the chosen videos' if video_ids is not None else ''}")
     return cache, videos
 
 
 def from_cache(cache_dir: str | Path, spec: ModelSpec, n: int = DEFAULT_SIZE, seed: int = 0,
-               split: str | None = None) -> CalibrationSet:
-    """Crops from an ``aunet-prep`` cache (which must have been cut with the model's size and CropSpec)."""
-    cache, videos = open_cache(cache_dir, spec, split)
+               split: str | None = None, video_ids: Collection[str] | None = None) -> CalibrationSet:
+    """Crops from an ``aunet-prep`` cache (which must have been cut with the model's size and CropSpec);
+    ``video_ids``: only from these videos."""
+    cache, videos = open_cache(cache_dir, spec, split, video_ids)
     picks = spread_sample([v.num_faces for v in videos], n, np.random.default_rng(seed))
     crops, sources = [], {}
     for video, rows in zip(videos, picks, strict=True):

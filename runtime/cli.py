@@ -9,7 +9,8 @@ inference failed (e.g. GPU out of memory); 5 a live source (camera, stream) stop
 stopped by Ctrl-C (the results so far are still written: how a webcam or stream run ends; a second Ctrl-C
 aborts). With several inputs, a bad one is recorded and the others run; the exit code is then the worst one
 met. Usage and file-kind errors, unwritable outputs, and inputs none of which exist are refused before the
-model loads.
+model loads. With --server URL, an aunet-serve server scores the frames instead (its model and face detector;
+docs/serving.md), and the output is the same.
 """
 from __future__ import annotations
 
@@ -97,6 +98,41 @@ def check_spec_file(spec: Optional[Path], engine: Path) -> None:
         raise fail(PROG, f"--spec: ONNX not found: {spec}", EXIT_BAD_INPUT)
 
 
+# --detector names that need no file; anything else is a detector ONNX
+DETECTOR_NAMES = ("auto", "blazeface", "dlib")
+
+
+def check_detector_option(detector: Optional[str]) -> None:
+    """``--detector``: a name, or an existing .onnx; refuse anything else before the model loads."""
+    if detector is None or detector in DETECTOR_NAMES:
+        return
+    path = Path(detector)
+    if path.suffix.lower() != ".onnx":
+        raise fail(PROG, f"--detector {detector}: expected a face detector .onnx (BlazeFace, YuNet or RetinaFace) or "
+                         f"one of {', '.join(DETECTOR_NAMES)}", EXIT_BAD_INPUT)
+    if not path.is_file():
+        raise fail(PROG, f"face detector model not found: {detector}", EXIT_BAD_INPUT)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(*categories: type[Warning], prog: str = PROG):
+    """Warnings of ``categories`` raised inside become one ``PROG: warning: ...`` line each on stderr (the same
+    message once); others are shown as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        for category in categories:
+            warnings.simplefilter("always", category)
+        yield
+    said: set[str] = set()
+    for w in caught:
+        if issubclass(w.category, categories):
+            line = " ".join(str(w.message).split())
+            if line not in said:
+                said.add(line)
+                print(f"{prog}: warning: {line}", file=sys.stderr, flush=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def load_detector(engine: Path, **options: Any):
     """The Detector; an engine built elsewhere warns that its TensorRT/GPU match is unverified: one line,
     ``aunet-infer: warning: ...``, on stderr."""
@@ -104,15 +140,30 @@ def load_detector(engine: Path, **options: Any):
 
     from .pipeline import Detector
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnverifiedEngineWarning)
-        model = Detector(engine, **options)
-    for w in caught:
-        if issubclass(w.category, UnverifiedEngineWarning):
-            print(f"{PROG}: warning: {' '.join(str(w.message).split())}", file=sys.stderr, flush=True)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return model
+    with warnings_as_lines(UnverifiedEngineWarning):
+        return Detector(engine, **options)
+
+
+def load_face_detector(model) -> None:
+    """Load the face detector now (a missing dlib or a bad detector model is a startup error); another detector
+    than the training crops' and a YuNet file of no known release are one warning line each."""
+    from aunet.faces.detectors import FaceDetectorMismatchWarning
+    from aunet.faces.yunet import UnknownYuNetWarning
+
+    with warnings_as_lines(FaceDetectorMismatchWarning, UnknownYuNetWarning):
+        model.face_detector  # noqa: B018 - the property loads it
+
+
+def connect_server(url: str, threshold: Optional[float]):
+    """A RemoteDetector on an aunet-serve server: a bad URL or no server there -> 2, no tritonclient -> 3."""
+    try:
+        from .client import RemoteDetector
+
+        return RemoteDetector(url, threshold=threshold)
+    except ImportError as exc:
+        raise fail(PROG, f"--server {url}: {exc}", EXIT_MISSING_DEPENDENCY) from None
+    except (InputError, ValueError) as exc:
+        raise fail(PROG, describe(exc), EXIT_BAD_INPUT) from None
 
 
 def engine_exit_code(exc: BaseException) -> int:
@@ -176,7 +227,13 @@ def infer(
         ..., help="Video files, images, folders (their videos and images, each one input), globs, image "
                   "sequences (frames/%05d.png), rtsp:// or http:// URLs, webcam indices."
     ),
-    engine: Path = typer.Option(..., "--engine", "-e", help="Model: .onnx, or a TensorRT .plan/.engine + sidecar."),
+    engine: Optional[Path] = typer.Option(
+        None, "--engine", "-e", help="Model: .onnx, or a TensorRT .plan/.engine + sidecar (or --server)."
+    ),
+    server: Optional[str] = typer.Option(
+        None, "--server", help="Score on an aunet-serve server instead of --engine: grpc://HOST:PORT or "
+                               "http://HOST:PORT (its model and face detector; --device and --batch do not apply)."
+    ),
     spec: Optional[Path] = typer.Option(
         None, "--spec", help="For a .plan/.engine built elsewhere (trtexec, Polygraphy) without a sidecar: the ONNX it "
                              "was built from, whose spec it runs with (TensorRT/GPU match unverified)."
@@ -209,8 +266,10 @@ def infer(
     device: Literal[DEVICES] = typer.Option(
         "auto", "--device", help="Where the model runs (tensorrt: ONNX Runtime's TensorRT EP; a .plan needs a GPU)."
     ),
-    detector: Optional[Path] = typer.Option(
-        None, "--detector", help="RetinaFace ONNX from `aunet-export detector` (default: dlib HOG)."
+    detector: Optional[str] = typer.Option(
+        None, "--detector", help="Face detector: a detector .onnx (BlazeFace or RetinaFace from `aunet-export "
+                                 "detector`, YuNet), or auto, blazeface, dlib (default: the one the model was "
+                                 "trained with, else auto: BlazeFace when installed, else dlib HOG)."
     ),
     detect_max_side: Optional[int] = typer.Option(
         None, "--detect-max-side", min=64, help="Detect faces on frames shrunk to this longer side (speed on HD)."
@@ -222,8 +281,15 @@ def infer(
 ) -> None:
     """Score the faces of each input; write one JSON result per input, or stream records as frames are scored."""
     exclusive(PROG, frames=frames, every=every)
-    check_engine_file(engine)
-    check_spec_file(spec, engine)
+    exclusive(PROG, engine=engine, server=server)
+    if server is not None:
+        for option, value in (("spec", spec), ("detector", detector), ("detect_max_side", detect_max_side)):
+            exclusive(PROG, server=server, **{option: value})  # the server has its own
+    elif engine is None:
+        raise fail(PROG, "give the model: --engine MODEL, or --server URL of an aunet-serve server", EXIT_BAD_INPUT)
+    else:
+        check_engine_file(engine)
+        check_spec_file(spec, engine)
     try:
         sampling = Sampling(frames=frames, every=every)
         targets = resolve_inputs(videos)
@@ -243,8 +309,7 @@ def infer(
     many = len(targets) > 1
     if save_video is not None:
         check_save_video(save_video, targets, many)
-    if detector is not None and not detector.is_file():
-        raise fail(PROG, f"face detector model not found: {detector}", EXIT_BAD_INPUT)
+    check_detector_option(detector)
     try:
         if out is not None:
             check_writable(out)
@@ -274,16 +339,18 @@ def infer(
         print(f"{PROG}: warning: no H.264 encoder (pip install av): annotated videos are MPEG-4 Part 2, which "
               "browsers do not play", file=sys.stderr, flush=True)
     try:
-        model = load_detector(
+        model = connect_server(server, threshold) if server is not None else load_detector(
             engine, spec=spec, device=device, threshold=threshold, batch_size=batch,
             detector_model=detector, detect_max_side=detect_max_side,
         )
+    except typer.Exit:
+        raise
     except Exception as exc:
         msg = describe(exc)
         raise fail(PROG, msg if str(engine) in msg else f"cannot load {engine}: {msg}",
                    engine_exit_code(exc)) from None
     try:
-        model.face_detector  # load it now: a missing dlib or a bad detector model is a startup error
+        load_face_detector(model)
     except Exception as exc:
         model.close()
         raise fail(PROG, f"cannot load the face detector: {describe(exc)}", engine_exit_code(exc)) from None
@@ -449,7 +516,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     # One error line per bad input, not OpenCV's warnings or FFmpeg's log (read when FFmpeg first opens a file).
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    levels = getattr(cv2.utils, "logging", None)  # OpenCV 5; OpenCV 4 (aunet[serve]'s) has cv2.setLogLevel only
+    if levels is not None:
+        levels.setLogLevel(levels.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
     run(app, PROG, argv)
 
 

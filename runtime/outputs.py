@@ -195,7 +195,8 @@ class Sink:
     @staticmethod
     def summary_of(result: VideoResult, extra: dict[str, Any]) -> dict[str, Any]:
         d = result.to_dict(frames=False)
-        for k in ("video", "live", "sampling", "backend", "face_detector", "batch_size", "model_spec"):
+        for k in ("video", "live", "sampling", "backend", "face_detector", "face_policy", "batch_size",
+                  "model_spec"):
             d.pop(k, None)
         d["stopped"] = bool(result.info.get("stopped", False))
         d.update(extra)

@@ -23,7 +23,7 @@ from aunet.faces.crop import crop_face
 from aunet.faces import Face
 from aunet.spec import ModelSpec, SpecError, fake_probability
 
-from aunet.faces import FaceDetector, make_face_detector
+from aunet.faces import FaceDetector, FacePolicy, make_face_detector
 from .errors import InferenceError, describe
 from .results import FacePredictions, FaceResult, FrameResult, VideoResult
 from .sources import Sampling, Target, VideoSource
@@ -87,8 +87,9 @@ class Detector:
     ``spec``: for an engine built elsewhere (trtexec, Polygraphy) without a sidecar, the ONNX it was built from,
     whose spec it runs with (its I/O are checked against it; its TensorRT/GPU match is unverified, one warning).
     ``threshold`` overrides the spec's; ``batch_size`` is how many faces go to the backend at once (capped by
-    the engine's max batch); ``face_detector`` is a FaceDetector, by default dlib HOG or the RetinaFace ONNX
-    ``detector_model``.
+    the engine's max batch); ``face_detector`` is a FaceDetector, by default ``detector_model`` (a detector ONNX
+    or a name, aunet.faces.make_face_detector), else the one the spec records (the training crops'), else
+    "auto"; ``face_policy`` (which faces are scored) defaults to the spec's.
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class Detector:
         face_detector: Optional[FaceDetector] = None,
         detector_model: Optional[str | Path] = None,
         detect_max_side: Optional[int] = None,
+        face_policy: Optional[FacePolicy] = None,
     ):
         from aunet.backends import open_backend
 
@@ -117,6 +119,7 @@ class Detector:
                 raise ValueError(f"batch size must be >= 1, got {batch_size}")
             self.batch_size = min(batch_size, self.backend.max_batch or batch_size)
             self._face_detector = face_detector
+            self.face_policy = face_policy or FacePolicy.from_dict(self.spec.faces.get("policy"))
             self._detector_model, self._detect_max_side, self._device = detector_model, detect_max_side, device
             self._lock = threading.Lock()
             self._detect_lock = threading.Lock()
@@ -177,7 +180,9 @@ class Detector:
     @property
     def face_detector(self) -> FaceDetector:
         if self._face_detector is None:
-            self._face_detector = make_face_detector(self._detector_model, self._detect_max_side, self._device)
+            self._face_detector = make_face_detector(
+                self._detector_model, self._detect_max_side, self._device, min_score=self.face_policy.min_score,
+                recorded=self.spec.faces.get("detector"))
         return self._face_detector
 
     def predict_video(
@@ -274,13 +279,14 @@ class Detector:
             "sampling": src.sampling.describe(),
             "backend": self.backend.name,
             "face_detector": self.face_detector.name,
+            "face_policy": self.face_policy.to_dict(),
             "batch_size": self.batch_size,
             "model_spec": self.spec.to_dict(),
         }
 
     def _detect(self, detector: FaceDetector, rgb: np.ndarray, index: int, t: float, keep_frame: bool) -> _FrameFaces:
         with self._detect_lock:  # detectors (dlib, an ORT session) are not promised to be reentrant
-            faces = detector.detect(rgb)
+            faces = self.face_policy.apply(detector.detect(rgb))
         crops, affines = self.crop_faces(rgb, faces)
         return _FrameFaces(index, t, rgb if keep_frame else None, faces, crops, affines)
 

@@ -25,6 +25,7 @@ CLIS = [
     ("aunet-calib", "aunet.calibration.cli", "app"),
     ("aunet-infer", "aunet.runtime.cli", "app"),
     ("aunet-bench", "aunet.bench.cli", "app"),
+    ("aunet-serve", "aunet.serve.cli", "app"),
     ("python -m aunet.demo", "aunet.demo.demo", "app"),
 ]
 

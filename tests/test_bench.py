@@ -78,6 +78,35 @@ def test_backends_table_and_json(small_onnx, tmp_path):
     assert invoke("backends", tmp_path / "none.onnx").exit_code == 2
 
 
+def test_int8_per_method_rows_from_the_target_loop(small_onnx, tmp_path):
+    """`aunet-bench int8`: one row per target and method from the real target loop (kept short: one method, no
+    node budget, one fake per crop), its held-out judgement and, on the CPU target, FP32 vs INT8 speed."""
+    pytest.importorskip("onnxruntime.quantization")
+    import numpy as np
+
+    from aunet.backends import read_spec
+    from aunet.demo.sample_data import make_sample_images
+    from aunet.prep import PrepSettings, discover, run_prep
+
+    spec = read_spec(small_onnx)
+    make_sample_images(tmp_path / "raw", 20, np.random.default_rng(0))
+    run_prep(discover(tmp_path / "raw"), tmp_path / "cache", PrepSettings(size=spec.input_size, crop=spec.crop,
+                                                                         frames=1, detector="dlib"),
+             show_progress=False)
+    out = tmp_path / "int8.json"
+    res = invoke("int8", "--model", small_onnx, "--data", tmp_path / "cache", "--target", "cpu", "--method", "max",
+                 "--max-fp32-nodes", "0", "--fakes-per-crop", "1", "--keep", tmp_path / "kept", "--json", out)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    (row,) = doc["rows"]
+    assert (row["target"], row["method"], row["fp32_nodes"]) == ("cpu", "max", 0)
+    assert 0.0 <= row["agreement"] <= 1.0 and row["agreement_ci"][0] <= row["agreement"] <= row["agreement_ci"][1]
+    assert row["held_out_faces"] > 0 and row["held_out_videos"] >= 1
+    fp32, int8, speedup = row["fp32_faces_per_s"], row["int8_faces_per_s"], row["speedup"]
+    assert fp32[0] > 0 and int8[0] > 0 and speedup[0] > 0
+    assert (tmp_path / "kept" / f"{small_onnx.stem}.cpu.max.onnx").is_file()
+    assert "INT8 per calibration method" in res.stdout and doc["machine"]["cpu_flags"] == cpu_model_and_flags()[1]
+
 def test_pipeline_frames_per_second_and_memory(small_onnx, tmp_path):
     out = tmp_path / "p.json"
     res = invoke("pipeline", "--engine", small_onnx, "--seconds", "0.5", "--fps", "8", "--size", "480x360",

@@ -21,6 +21,7 @@ ENTRY_POINTS = {  # console script -> module whose main() it runs (pyproject.tom
     "aunet-calib": "aunet.calibration.cli",
     "aunet-infer": "aunet.runtime.cli",
     "aunet-bench": "aunet.bench.cli",
+    "aunet-serve": "aunet.serve.cli",
 }
 
 

@@ -153,3 +153,78 @@ def test_usage_errors_through_python_m(tmp_path):
     assert r.returncode == 2
     assert_one_error_line(r.stderr, "'--images'")
     assert not (tmp_path / "demo").exists()  # refused before anything ran
+
+
+# --- the INT8 stages: quantized to the accuracy target; a missed target fails the demo ---------------------------
+
+
+def _quantize_report(path, passed, target):
+    import json
+
+    path.write_text(json.dumps({
+        "target": target, "passed": passed, "method": "entropy", "fp32_nodes": ["/a/Conv"] * (0 if passed else 16),
+        "quantizable_nodes": 77, "accuracy": "agreement=0.98,auc_drop=0.5",
+        "judgement": {"num_faces": 90, "decision_agreement": 0.99 if passed else 0.875, "auc_reference": 0.97,
+                      "auc_candidate": 0.968 if passed else 0.935, "auc_drop_points": 0.2 if passed else 3.5,
+                      "interval": {"decision_agreement": [0.95, 1.0], "auc_drop_points": [-0.3, 0.8]}},
+        "speed": {"fp32_faces_per_s": [30.0, 1.0], "int8_faces_per_s": [45.0, 2.0], "speedup": [1.5, 0.1],
+                  "cpu": {"flags": ["avx2", "avx512f", "avx512_vnni"]}},
+    }))
+
+
+@pytest.fixture()
+def staged_demo(monkeypatch, no_sample_data):
+    """The whole demo with every CLI faked (exit 0, except what ``codes`` says for aunet-calib quantize per
+    target) and the in-process stages that need real outputs stubbed: only the flow is under test."""
+    import subprocess as sp
+
+    import aunet.demo.demo as demo
+
+    codes = {"cpu": 0, "tensorrt": 0}
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        code = 0
+        if "quantize" in argv:
+            target = argv[argv.index("--target") + 1]
+            code = codes[target]
+            from pathlib import Path
+
+            _quantize_report(Path(argv[argv.index("--report") + 1]), code == 0, target)
+        return sp.CompletedProcess(argv, code, stdout="", stderr="aunet-calib: error: INT8 misses the target" if code else "")
+
+    monkeypatch.setattr(demo.subprocess, "run", fake_run)
+    monkeypatch.setattr(demo, "tool", lambda name: name)
+    monkeypatch.setattr(demo, "make_labeled_set", lambda root, pairs, seed: root / "labels.csv")
+    monkeypatch.setattr(demo, "make_forged_video", lambda *a, **k: [{"kind": "real", "first_frame": 0, "last_frame": 0}])
+    monkeypatch.setattr(demo, "save_frames_picture", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "_video_result", lambda path: {"frames": [], "threshold": 0.5, "verdict": "real", "score": 0.1})
+    monkeypatch.setattr(demo, "print_verdicts", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "tensorrt_available", lambda: False)
+    return codes, calls
+
+
+def test_int8_stages_quantize_both_targets_to_the_target(capsys, tmp_path, staged_demo):
+    codes, calls = staged_demo
+    code, out, err = run_demo(capsys, "--out", tmp_path / "demo")
+    assert code == 0, err
+    quantize = [c for c in calls if "quantize" in c]
+    assert [c[c.index("--target") + 1] for c in quantize] == ["cpu", "tensorrt"]
+    assert all("--data" in c and "--method" not in c for c in quantize)  # the target decides, not a recipe
+    # the summary: FP32 vs INT8 speed and accuracy side by side, with the CPU's flags
+    assert "FP32 vs INT8 on held-out faces" in out and "avx512_vnni" in out
+    assert "99.0 %" in out and "30.0 ± 1.0" in out and "45.0 ± 2.0" in out and "1.50 ± 0.10×" in out
+
+
+@pytest.mark.parametrize("failing", ["cpu", "tensorrt"])
+def test_a_missed_int8_target_fails_the_demo(capsys, tmp_path, staged_demo, failing):
+    """An INT8 model that misses its accuracy target is a failed stage: the other stages still run, the summary
+    shows it, and the demo exits 1 with one error line."""
+    codes, calls = staged_demo
+    codes[failing] = 1
+    code, out, err = run_demo(capsys, "--out", tmp_path / "demo")
+    assert code == 1
+    assert_one_error_line(err, f"1 stage(s) failed: aunet-calib quantize --target {failing}")
+    assert any("aunet-infer" in str(c[0]) for c in calls)  # the demo went on after the failed stage
+    assert "failed (exit 1)" in out and "missed" in out and "87.5 %" in out

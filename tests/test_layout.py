@@ -24,6 +24,7 @@ FLOORS = {
     "aunet.prep": 5,
     "aunet.evaluate": 6, "aunet.calibration": 6, "aunet.runtime": 6,
     "aunet.train": 7, "aunet.export": 7,
+    "aunet.serve": 7,  # aunet-serve: the runtime's Detector behind Triton
     "aunet.demo": 8,  # the demo and the sample data it makes
     "aunet.bench": 9,  # benchmarks run on the demo's sample data
 }

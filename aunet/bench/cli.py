@@ -3,13 +3,15 @@
 `aunet-bench model`: the PyTorch model's size, GFLOPs and latency. `aunet-bench backends`: throughput and
 latency percentiles of deployed models (ONNX Runtime, TensorRT) beside PyTorch eager with the paper's naive
 AU embeddings. `aunet-bench pipeline`: `aunet-infer`'s whole pipeline on a video, frames/s and memory.
+`aunet-bench int8`: INT8 per calibration method and target, quantized to the accuracy target, judged on held-out
+faces, FP32 vs INT8 speed.
 """
 from __future__ import annotations
 
 import json
 import tempfile
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import List, Literal, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -18,7 +20,10 @@ from aunet.backends import DEVICES, BackendUnavailable, read_spec
 from aunet.bench import backends as backends_bench
 from aunet.bench import model_cost
 from aunet.bench import pipeline as pipeline_bench
+from aunet.bench import serve as serve_bench
 from aunet.bench.measure import machine_info
+from aunet.calibration.quantize import METHODS, TARGETS
+from aunet.calibration.target import MAX_FP32_NODES
 from aunet.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_MISSING, fail, run
 from aunet.config import AU_EMBEDDINGS, NAMED_CONFIGS, ModelConfig
 from aunet.io import atomic_write_text
@@ -32,7 +37,7 @@ console = Console(width=110)
 
 @app.callback()
 def _group() -> None:
-    """Cost and speed tables: model (PyTorch), backends (deployed models), pipeline (video end to end)."""
+    """Cost and speed tables: model (PyTorch), backends (deployed models), pipeline (video end to end), int8."""
 
 
 def _model_spec(path: Path) -> ModelSpec:
@@ -173,17 +178,28 @@ def pipeline(
     device: Literal[DEVICES] = typer.Option("cpu", help="Where the model runs, as aunet-infer --device."),
     detect_max_side: Optional[int] = typer.Option(None, min=64, help="As aunet-infer --detect-max-side."),
     rss_interval: float = typer.Option(0.25, min=0.01, help="Seconds between memory samples."),
+    detectors: bool = typer.Option(True, "--detectors/--no-detectors",
+                                   help="After the video, time each face detector alone (dlib HOG, BlazeFace; "
+                                        "YuNet with --yunet) at 640x480 and 1280x720."),
+    yunet: Optional[Path] = typer.Option(None, "--yunet", help="A YuNet .onnx (OpenCV Zoo) to time beside dlib HOG "
+                                                               "and BlazeFace."),
     json_out: Optional[Path] = typer.Option(
         None, "--json", callback=_json_file, help="Also write the results as JSON here."
     ),
 ) -> None:
     """`aunet-infer`'s pipeline on one video: end-to-end frames/s, stage times, peak and growth of memory."""
-    from aunet.runtime.cli import engine_exit_code
+    from aunet.cli import exclusive
+    from aunet.faces.detectors import FaceDetectorMismatchWarning
+    from aunet.faces.yunet import UnknownYuNetWarning
+    from aunet.runtime.cli import engine_exit_code, warnings_as_lines
     from aunet.runtime.errors import EXIT_INFERENCE_FAILED, InferenceError, InputError, describe
 
+    exclusive(PROG, yunet=yunet, no_detectors=not detectors)
     _model_spec(engine)
     if video is not None and not video.is_file():
         raise fail(PROG, f"video not found: {video}")
+    if yunet is not None and (yunet.suffix.lower() != ".onnx" or not yunet.is_file()):
+        raise fail(PROG, f"--yunet: YuNet .onnx not found: {yunet}")
     with tempfile.TemporaryDirectory() as tmp:
         if video is None:
             from aunet.demo.sample_data import make_sample_video
@@ -196,11 +212,14 @@ def pipeline(
             except RuntimeError as exc:  # no scikit-image for the sample face
                 raise fail(PROG, str(exc), EXIT_MISSING) from None
         try:
-            detector, load_s = pipeline_bench.open_detector(engine, device, batch, detect_max_side)
+            with warnings_as_lines(FaceDetectorMismatchWarning, prog=PROG):  # not the training crops' detector
+                detector, load_s = pipeline_bench.open_detector(engine, device, batch, detect_max_side)
         except Exception as exc:
             raise fail(PROG, f"cannot load {engine}: {describe(exc)}", engine_exit_code(exc)) from None
         try:
-            doc = pipeline_bench.time_video(detector, engine, video, every, rss_interval, load_s)
+            with warnings_as_lines(UnknownYuNetWarning, prog=PROG):  # once, not per thread count
+                doc = pipeline_bench.time_video(detector, engine, video, every, rss_interval, load_s,
+                                                face_detectors=detectors, yunet=yunet)
         except InputError as exc:
             raise fail(PROG, describe(exc), EXIT_BAD_INPUT) from None
         except InferenceError as exc:
@@ -208,6 +227,65 @@ def pipeline(
     console.print(pipeline_bench.pipeline_table(doc, video))
     console.print("(stage times overlap: decode and detection run on threads while the model infers)")
     _write_json(json_out, doc)
+
+
+def _choices(allowed: Sequence[str]):
+    """A callback refusing, at parse time, a repeatable option's value outside ``allowed``."""
+    def check(values: list[str]) -> list[str]:
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise typer.BadParameter(f"{bad[0]!r} is not one of {', '.join(allowed)}")
+        return values
+    return check
+
+
+@app.command(epilog="Exit codes: 0 done; 1 an INT8 model crashed its child process; 2 bad input; 3 a missing "
+                    "dependency (ONNX Runtime, ModelOpt).")
+def int8(
+    model: Path = typer.Option(..., "--model", help="FP32 ONNX from aunet-export onnx."),
+    data: Path = typer.Option(..., "--data", help="aunet-prep face cache cut with the model's spec, split by video "
+                                                  "into crops that calibrate and choose and crops that judge."),
+    target: List[str] = typer.Option(list(TARGETS), callback=_choices(TARGETS),
+                                     help=f"Q/DQ placement(s) to measure, of {', '.join(TARGETS)} (repeatable)."),
+    method: List[str] = typer.Option(list(METHODS), callback=_choices(METHODS),
+                                     help=f"Calibration method(s), of {', '.join(METHODS)} (repeatable)."),
+    max_fp32_nodes: int = typer.Option(MAX_FP32_NODES, min=0, help="Budget of nodes kept in higher precision, as "
+                                                                    "aunet-calib quantize (0: none)."),
+    fakes_per_crop: Optional[int] = typer.Option(None, min=1, help="TAP fakes of each real crop (unlabeled caches; "
+                                                                   "default: aunet-calib quantize's)."),
+    seed: int = typer.Option(0, help="Seed of the held-out split, the crops and their TAP fakes."),
+    keep: Optional[Path] = typer.Option(None, help="Folder to keep the INT8 models in (default: none kept)."),
+    json_out: Optional[Path] = typer.Option(
+        None, "--json", callback=_json_file, help="Also write the rows as JSON here."
+    ),
+) -> None:
+    """INT8 per calibration method and target, each quantized to the accuracy target on the same held-out split:
+    nodes kept in higher precision, held-out agreement and AUC drop, FP32 vs INT8 faces/s (CPU)."""
+    from aunet.bench import int8 as int8_bench
+    from aunet.calibration.dataset import CalibrationError
+    from aunet.calibration.isolation import ChildCrashed
+    from aunet.calibration.quantize import QuantizeError
+    from aunet.calibration.target import Budget
+
+    _model_spec(model)
+    machine = machine_info()
+    try:
+        rows = int8_bench.run(model, data, targets=tuple(dict.fromkeys(target)), methods=tuple(dict.fromkeys(method)),
+                              budget=Budget(max_nodes=max_fp32_nodes), fakes_per_crop=fakes_per_crop, seed=seed,
+                              keep=keep, log=lambda line: console.print(line, style="dim", markup=False))
+    except (CalibrationError, QuantizeError, ValueError) as exc:
+        raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
+    except ChildCrashed as exc:
+        raise fail(PROG, str(exc), EXIT_CHECK_FAILED) from None
+    except ImportError as exc:
+        raise fail(PROG, f"missing dependency: {exc.name} (pip install 'aunet[export]')", EXIT_MISSING) from None
+    title = (f"INT8 per calibration method: {model.name}, {machine['cpus']} CPUs {machine['cpu_model']}, "
+             f"flags {' '.join(machine['cpu_flags'])}")
+    console.print(int8_bench.table(rows, title))
+    _write_json(json_out, {"model": str(model), "data": str(data), "machine": machine, "rows": rows})
+
+
+app.command("serve", epilog=serve_bench.EPILOG)(serve_bench.serve)  # aunet-serve vs in-process
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,28 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-# CPU features that decide which ONNX Runtime / PyTorch kernels run (INT8 speed hinges on the VNNI / AMX ones).
-KERNEL_CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                    "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
-
-
-def cpu_model_and_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
-    """The CPU's model name and which of KERNEL_CPU_FLAGS it has (Linux /proc/cpuinfo; empty elsewhere)."""
-    model, flags = platform.processor(), set()
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "cpu model") and value.strip():
-                    model = value.strip()
-                elif key in ("flags", "features"):
-                    flags.update(value.split())
-                if key == "" and flags:  # the first processor's block is enough
-                    break
-    except OSError:
-        pass
-    return model, [f for f in KERNEL_CPU_FLAGS if f in flags]
+from aunet.backends import KERNEL_CPU_FLAGS, cpu_model_and_flags  # noqa: F401 - re-exported
 
 
 def machine_info() -> dict[str, Any]:

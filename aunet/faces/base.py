@@ -5,7 +5,7 @@ Every detector returns its faces largest first; ``aunet.faces.detectors`` choose
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -14,10 +14,22 @@ class DependencyError(RuntimeError):
     """An optional dependency or model file is missing (CLIs exit 3)."""
 
 
+class DetectorModelError(ValueError):
+    """A face-detector model this build cannot run: an unknown family, an input size that is not a multiple of
+    the network's stride, outputs that do not fit its family (CLIs exit 2)."""
+
+
 @dataclass(frozen=True)
 class Face:
     box: np.ndarray  # float32 [4] x0, y0, x1, y1 in frame pixels
     score: float
+    landmarks: Optional[np.ndarray] = None  # float32 [K, 2] frame pixels, in the detector's landmark_names order
+
+    @property
+    def size(self) -> float:
+        """The box's longer side: the side the crop is cut from (CropSpec)."""
+        x0, y0, x1, y1 = (float(v) for v in self.box)
+        return max(0.0, x1 - x0, y1 - y0)
 
     @property
     def area(self) -> float:

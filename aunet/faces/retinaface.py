@@ -7,6 +7,7 @@ mobilenet0.25 configuration (BGR input minus (104, 117, 123), priors of sizes 16
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,22 +70,48 @@ def decode_boxes(loc: np.ndarray, priors: np.ndarray, variance: tuple[float, flo
     return np.concatenate([centre - size / 2, centre + size / 2], 1)
 
 
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box [4] with each of ``boxes`` [N, 4]."""
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    own = max(float(box[2] - box[0]), 0.0) * max(float(box[3] - box[1]), 0.0)
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = w * h
+    return inter / np.maximum(own + area - inter, 1e-12)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy non-maximum suppression; indices kept, best score first."""
-    x1, y1, x2, y2 = boxes.T
-    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = w * h
-        overlap = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
-        order = rest[overlap <= iou]
+        order = rest[box_iou(boxes[i], boxes[rest]) <= iou]
     return np.asarray(keep, dtype=np.int64)
+
+
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, iou: float, points: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """MediaPipe's weighted suppression: each detection, best first, absorbs the ones overlapping it by more
+    than ``iou`` and becomes their score-weighted mean box (and landmarks ``points`` [N, K, 2]), keeping its own
+    score. -> (boxes [M, 4], scores [M], points [M, K, 2] or None), best score first."""
+    order = np.argsort(-scores, kind="stable")
+    out_boxes, out_scores, out_points = [], [], []
+    while order.size:
+        overlap = box_iou(boxes[order[0]], boxes[order])  # the best one overlaps itself fully
+        group = order[overlap > iou]
+        weights = scores[group] / max(float(scores[group].sum()), 1e-12)
+        out_boxes.append(weights @ boxes[group])
+        out_scores.append(scores[order[0]])
+        if points is not None:
+            out_points.append(np.tensordot(weights, points[group], axes=1))
+        order = order[overlap <= iou]
+    if not out_boxes:
+        return np.zeros((0, 4), boxes.dtype), np.zeros(0, scores.dtype), None if points is None else points[:0]
+    return (np.stack(out_boxes), np.asarray(out_scores), None if points is None else np.stack(out_points))
 
 
 class RetinaFaceOnnx:
@@ -92,19 +119,15 @@ class RetinaFaceOnnx:
 
     name = "retinaface-onnx"
 
-    def __init__(self, path: str | Path, device: str = "auto"):
-        import onnxruntime as ort
+    def __init__(self, path: str | Path, device: str = "auto", threads: Optional[int] = None,
+                 min_score: Optional[float] = None):
+        from aunet.faces.onnx_detector import open_session
 
-        from aunet.backends import ort_providers
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"detector model not found: {path}")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), opts, providers=ort_providers(device))
+        self._session = open_session(Path(path), device, threads)
         meta = self._session.get_modelmeta().custom_metadata_map
         self.cfg = RetinaFaceConfig.from_metadata(meta.get(DETECTOR_METADATA_KEY))
+        if min_score is not None:
+            self.cfg = dataclasses.replace(self.cfg, score_threshold=float(min_score))
         self._input = self._session.get_inputs()[0].name
         self._priors = prior_boxes(self.cfg)
 

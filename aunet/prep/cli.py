@@ -1,16 +1,18 @@
 """`aunet-prep`: videos and images -> a face cache (aunet.faces.cache) for training and evaluation (torch-free unless
 RetinaFace is used).
 
-    aunet-prep INPUT --out DIR [--frames 32] [--size 224] [--detector auto|retinaface|dlib] [--workers N]
-               [--split-dir DIR] [--faces largest|all] [--label auto|real|fake] [--compression c23|c40|raw|all]
+    aunet-prep INPUT --out DIR [--frames 32] [--size 224] [--detector auto|retinaface|dlib|blazeface|yunet]
+               [--detector-model FILE] [--min-face-size PX] [--min-relative-face-size F] [--max-faces N]
+               [--workers N] [--split-dir DIR] [--faces largest|all] [--label auto|real|fake]
+               [--compression c23|c40|raw|all]
     aunet-prep preview DIR --out grid.png
 
 INPUT: a video, an image, a folder of videos and/or images, or a FaceForensics++ root (original_sequences/,
 manipulated_sequences/) with its split JSONs (train.json, val.json, test.json), read as the paper does: the
 YouTube reals and Deepfakes, Face2Face, FaceSwap, NeuralTextures at c23, each video in its official split; the
 rest of the tree (DeepFakeDetection, FaceShifter, other folders) and videos no split lists are left out and
-counted. Per frame: faces detected, 68 landmarks (dlib), the crop cut as aunet.faces.crop / the CropSpec
-defines it, landmarks mapped into the crop.
+counted. Per frame: faces detected and kept by the face policy (aunet.faces.policy), 68 landmarks (dlib), the
+crop cut as aunet.faces.crop / the CropSpec defines it, landmarks mapped into the crop.
 A video that cannot be read, has no frames or shows no face is recorded (records/<id>.json) and skipped; the
 run goes on. Rerunning skips the finished videos. Exit codes (docs/preprocessing.md): 0 done (failures are
 recorded), 1 no input gave a face, 2 bad input or usage, 3 a missing dependency or model file, 4 writing the
@@ -19,6 +21,7 @@ cache failed (e.g. disk full; finished videos are kept), 130 interrupted (rerun 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
@@ -28,7 +31,7 @@ import typer
 from rich.console import Console
 
 from aunet.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_MISSING, fail, run
-from aunet.faces import DETECTORS, DependencyError
+from aunet.faces import DETECTORS, DependencyError, DetectorModelError, FacePolicy
 from aunet.faces.cache import STATUS_OK, CacheError, FaceCache, is_face_cache
 from aunet.io import atomic_write_bytes
 from aunet.prep.inputs import FFPP_COMPRESSIONS, FFPP_DEFAULT_COMPRESSION, LABELS, PrepError, discover
@@ -53,9 +56,16 @@ def prep(
     size: int = typer.Option(224, min=16, help="crop side in pixels (the model's input size)"),
     margin: float = typer.Option(CropSpec().margin, min=0.0, help="crop margin, fraction of the face box side, each side"),
     detector: Literal[DETECTORS] = typer.Option(
-        "auto", help="face detector: auto (RetinaFace when its weights are there, else dlib), retinaface, dlib"),
+        "auto", help="face detector: auto (RetinaFace when its weights are there, else BlazeFace when installed, "
+                     "else dlib), retinaface, dlib, blazeface, yunet (needs --detector-model)"),
     retinaface_weights: Optional[Path] = typer.Option(None, help="RetinaFace weights (Pytorch_Retinaface .pth)"),
+    detector_model: Optional[Path] = typer.Option(
+        None, help="the detector's model file: YuNet's .onnx, a detector ONNX, or a BlazeFace .tflite"),
     min_score: Optional[float] = typer.Option(None, help="detector score threshold (default: the detector's)"),
+    min_face_size: float = typer.Option(0.0, min=0.0, help="drop faces smaller than this (px, box's longer side)"),
+    min_relative_face_size: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="drop faces smaller than this fraction of the frame's largest face"),
+    max_faces: Optional[int] = typer.Option(None, min=1, help="keep the N largest faces per frame (default: all)"),
     faces: Literal[FACE_MODES] = typer.Option(
         "largest", help="largest: one face per frame (training); all: every face (evaluation)"),
     label: Literal[LABELS] = typer.Option(
@@ -77,14 +87,20 @@ def prep(
         raise fail(PROG, f"--out {out} is a file: give the cache's folder")
     if retinaface_weights is not None and not retinaface_weights.is_file():
         raise fail(PROG, f"RetinaFace weights not found: {retinaface_weights}", EXIT_MISSING)
+    if detector_model is not None and not detector_model.is_file():
+        raise fail(PROG, f"face detector model not found: {detector_model}", EXIT_MISSING)
     console = Console(stderr=True)
     try:
         jobs = discover(input_path, split_dir, label, compression, console)
         settings = PrepSettings(size=size, crop=CropSpec(margin=margin), frames=frames, faces=faces, detector=detector,
                                 retinaface_weights=str(retinaface_weights) if retinaface_weights else None,
-                                min_score=min_score)
-        result = run_prep(jobs, out, settings, workers=workers, console=console)
-    except (PrepError, CacheError) as exc:
+                                min_score=min_score, detector_model=str(detector_model) if detector_model else None,
+                                policy=FacePolicy(min_size=min_face_size, min_relative_size=min_relative_face_size,
+                                                  max_faces=max_faces))
+        with warnings.catch_warnings():  # restores showwarning on exit
+            warnings.showwarning = _warning_line  # a detector's warning (an unknown YuNet file) in our voice
+            result = run_prep(jobs, out, settings, workers=workers, console=console)
+    except (PrepError, CacheError, DetectorModelError) as exc:
         raise fail(PROG, str(exc), EXIT_BAD_INPUT) from None
     except DependencyError as exc:
         raise fail(PROG, str(exc), EXIT_MISSING) from None
@@ -103,6 +119,10 @@ def prep(
     console.print(f"{out}: {total_ok} inputs with faces, {len(cache.failures())} recorded failures")
     if total_ok == 0:
         raise fail(PROG, "no input gave a face", EXIT_NO_FACE)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
 @preview_app.command()

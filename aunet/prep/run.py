@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from aunet.faces import LandmarkPredictor, make_detector
+from aunet.faces import FacePolicy, LandmarkPredictor, make_detector
 from aunet.faces.cache import STATUS_OK, CacheWriter, FaceCache, VideoFaces, VideoRecord
 from aunet.faces.crop import crop_face, to_crop_coords
 from aunet.prep.inputs import Job, PrepError, media_kind
@@ -37,9 +39,18 @@ class PrepSettings:
     retinaface_weights: Optional[str] = None
     min_score: Optional[float] = None  # detector's score threshold (None: the detector's default)
     landmarks: Optional[str] = None  # dlib 68-point model (None: face-recognition-models' file)
+    detector_model: Optional[str] = None  # the detector's model file (YuNet, a detector ONNX, a .tflite)
+    policy: FacePolicy = field(default_factory=FacePolicy)  # which detected faces are kept (min_score joins it)
 
-    def meta(self, detector_name: str) -> dict:
-        return {"frames_per_video": self.frames, "faces": self.faces, "detector": detector_name}
+    @property
+    def face_policy(self) -> FacePolicy:
+        """The policy, with ``min_score`` as its score threshold when given."""
+        return self.policy if self.min_score is None else dataclasses.replace(self.policy, min_score=self.min_score)
+
+    def meta(self, detector_name: str, detector_spec: Optional[dict] = None) -> dict:
+        extra = {} if detector_spec is None else {"detector_spec": detector_spec}
+        return {"frames_per_video": self.frames, "faces": self.faces, "detector": detector_name,
+                "face_policy": self.face_policy.to_dict(), **extra}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -100,7 +111,9 @@ class FacePipeline:
     def __init__(self, settings: PrepSettings):
         self.settings = settings
         kwargs = {} if settings.min_score is None else {"min_score": settings.min_score}
-        self.detector = make_detector(settings.detector, settings.retinaface_weights, **kwargs)
+        weights = settings.detector_model or settings.retinaface_weights
+        self.detector = make_detector(settings.detector, weights, **kwargs)
+        self.policy = settings.face_policy
         self.landmarks = LandmarkPredictor(settings.landmarks)
 
     def faces(self, job: Job) -> tuple[VideoRecord, VideoFaces | None]:
@@ -111,7 +124,7 @@ class FacePipeline:
         try:
             for index, rgb in iter_frames(job, s.frames):
                 num_frames += 1
-                found = self.detector.detect(rgb)
+                found = self.policy.apply(self.detector.detect(rgb))
                 if not found:
                     without += 1
                 for rank, face in enumerate(found[:1] if s.faces == "largest" else found):
@@ -155,7 +168,10 @@ _WORKER: dict = {}
 
 
 def _init_worker(settings: PrepSettings, out: str) -> None:
+    from aunet.faces.yunet import UnknownYuNetWarning
+
     cv2.setNumThreads(1)  # parallelism comes from the processes
+    warnings.simplefilter("ignore", UnknownYuNetWarning)  # the main process said it once, before the workers
     _WORKER["pipeline"] = FacePipeline(settings)
     _WORKER["writer"] = CacheWriter(out, settings.size, settings.crop)
 
@@ -191,7 +207,9 @@ def run_prep(jobs: Sequence[Job], out: str | os.PathLike, settings: PrepSettings
     DependencyError (detector / landmark model) and OSError (writing)."""
     console = console or Console(stderr=True)
     pipeline = FacePipeline(settings)  # fails early on a missing dependency, before any worker starts
-    writer = CacheWriter(out, settings.size, settings.crop, **settings.meta(pipeline.detector.name))
+    spec = getattr(pipeline.detector, "spec", None)  # the learned detectors' DetectorSpec
+    writer = CacheWriter(out, settings.size, settings.crop, **settings.meta(
+        pipeline.detector.name, dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else None))
     todo = [j for j in jobs if not writer.is_done(j.video_id)]
     result = PrepResult(records=[], skipped=len(jobs) - len(todo))
     if result.skipped:
