@@ -102,16 +102,16 @@ def check_spec_file(spec: Optional[Path], engine: Path) -> None:
 DETECTOR_NAMES = ("auto", "blazeface", "dlib")
 
 
-def check_detector_option(detector: Optional[str]) -> None:
+def check_detector_option(detector: Optional[str], prog: str = PROG) -> None:
     """``--detector``: a name, or an existing .onnx; refuse anything else before the model loads."""
     if detector is None or detector in DETECTOR_NAMES:
         return
     path = Path(detector)
     if path.suffix.lower() != ".onnx":
-        raise fail(PROG, f"--detector {detector}: expected a face detector .onnx (BlazeFace, YuNet or RetinaFace) or "
+        raise fail(prog, f"--detector {detector}: expected a face detector .onnx (BlazeFace, YuNet or RetinaFace) or "
                          f"one of {', '.join(DETECTOR_NAMES)}", EXIT_BAD_INPUT)
     if not path.is_file():
-        raise fail(PROG, f"face detector model not found: {detector}", EXIT_BAD_INPUT)
+        raise fail(prog, f"face detector model not found: {detector}", EXIT_BAD_INPUT)
 
 
 @contextlib.contextmanager

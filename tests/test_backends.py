@@ -95,6 +95,9 @@ def test_reduced_precision_graphs_get_the_safe_ort_level(tmp_path):
         assert backend.optimization == "extended"
     with open_backend(path, device="cpu", optimization="basic") as backend:
         assert backend.optimization == "basic"
+    int8 = plumbing_onnx(tmp_path / "m.int8.onnx", ModelSpec.from_config(SMALL, provenance={"precision": "int8"}))
+    with open_backend(int8, device="cpu") as backend:  # Q/DQ graphs run at "all", as FP32 does
+        assert backend.optimization == "all"
 
 
 def test_read_spec_and_bad_artifacts(onnx_model, tmp_path):

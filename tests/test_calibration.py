@@ -446,10 +446,10 @@ def test_target_loop_budget_exhaustion():
     assert exhausted and steps == []
 
 
-def test_budget_spent_falls_back_to_the_fewest_nodes_that_meet_the_target_itself():
-    """No trial meets the choosing bar (the target with its margin: 99.5 % here), but some meet the target (98 %):
-    the one with the fewest nodes in higher precision wins, not the one with the smallest error, since every node
-    kept costs speed. With none meeting the target, the smallest error."""
+def test_budget_spent_falls_back_to_the_smallest_error_even_where_fewer_nodes_meet_the_target_itself():
+    """No trial meets the choosing bar (the target with its margin: 99.5 % here); some meet the target (98 %) with
+    fewer nodes, but the smallest score error wins: a trial chosen at the edge of the target on the noisy
+    choosing faces can miss it on held-out faces. The table still says which met the target itself."""
     from aunet.calibration.target import search
 
     agreement = {0: 0.990, 1: 0.985, 2: 0.975, 4: 0.989, 7: 0.992}  # flips of faces at the threshold: noisy in k
@@ -459,11 +459,8 @@ def test_budget_spent_falls_back_to_the_fewest_nodes_that_meet_the_target_itself
                       margin=0.25)
 
     tried, steps, best, exhausted = search(trial, ("entropy", "max"), lambda: [f"n{i}" for i in range(40)], 7)
-    assert exhausted and not best.meets and best.meets_target
-    assert (best.method, len(best.excluded)) == ("max", 0) and [len(t.excluded) for t in steps] == [1, 2, 4, 7]
-    agreement.update({0: 0.97, 1: 0.97, 4: 0.97, 7: 0.97})
-    _, _, best, exhausted = search(trial, ("max",), lambda: [f"n{i}" for i in range(40)], 7)
-    assert exhausted and not best.meets_target and len(best.excluded) == 7  # the smallest error
+    assert exhausted and not best.meets and len(best.excluded) == 7 and best.error == pytest.approx(0.023)
+    assert [t.meets_target for t in tried] == [False, True] and [len(t.excluded) for t in steps] == [1, 2, 4, 7]
 
 
 def test_no_flip_is_not_certainty():

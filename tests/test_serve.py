@@ -339,7 +339,9 @@ def test_startup_errors_are_one_line_and_exit_2(model, tmp_path):
 
     cases = [(["--engine", str(garbage)], "not a readable ONNX"),
              (["--engine", str(ckpt)], "is a PyTorch checkpoint"),
-             (["--engine", str(model), "--http-port", "9100", "--grpc-port", "9100"], "must differ")]
+             (["--engine", str(model), "--http-port", "9100", "--grpc-port", "9100"], "must differ"),
+             (["--engine", str(model), "--detector", str(tmp_path / "none.onnx")], "face detector model not found"),
+             (["--engine", str(model), "--detector", "faces.bin"], "expected a face detector .onnx")]
     import socket
 
     with socket.socket() as busy:

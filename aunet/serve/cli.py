@@ -52,9 +52,9 @@ def serve(
     spec: Optional[Path] = typer.Option(
         None, "--spec", help="For a .plan/.engine built elsewhere without a sidecar: the ONNX it was built from."
     ),
-    detector: Optional[Path] = typer.Option(
-        None, "--detector", help="Face detector model for aunet_frames, as aunet-infer --detector (default: the "
-                                 "runtime's)."
+    detector: Optional[str] = typer.Option(
+        None, "--detector", help="Face detector for aunet_frames, as aunet-infer --detector: a detector .onnx or "
+                                 "auto, blazeface, dlib (default: the one the model's spec records, else auto)."
     ),
     detect_max_side: Optional[int] = typer.Option(
         None, "--detect-max-side", min=64, help="Detect faces on frames shrunk to this longer side (speed on HD)."
@@ -81,7 +81,7 @@ def serve(
 ) -> None:
     """Serve a deployed model and its face detector through Triton until SIGTERM or Ctrl-C."""
     from aunet.backends import BackendError, check_model_path
-    from aunet.runtime.cli import engine_exit_code
+    from aunet.runtime.cli import check_detector_option, engine_exit_code
     from aunet.runtime.errors import describe
 
     from .server import ports_in_use
@@ -96,8 +96,7 @@ def serve(
                 check_model_path(path)
     except BackendError as exc:  # a missing file, a checkpoint, an unknown suffix: before anything loads
         raise fail(PROG, str(exc)) from None
-    if detector is not None and not detector.is_file():
-        raise fail(PROG, f"face detector model not found: {detector}")
+    check_detector_option(detector, prog=PROG)
     try:
         import pytriton  # noqa: F401
     except ImportError:
