@@ -219,13 +219,16 @@ def test_int8_onnx_to_the_accuracy_target_and_its_judgement_gates_the_engine(fp1
     assert int8.is_file() and read_spec(int8).precision == "int8", r.output
     judgement = read_spec(int8).provenance["calibration"]["judgement"]
     assert judgement["held_out"] and judgement["num_faces"] > 0
-    # This toy head separates near-identical class tokens with large weights, which INT8 activations cannot
-    # resolve (measured: decisions agree on ~50 %): its judgement fails, and no engine is built from it.
-    assert not judgement["passed"]
-    assert r.exit_code == 1 and "failed its held-out accuracy judgement" in the_error_line(r)
-    assert not list(tmp_path.glob("m.plan*"))
-    r = run_cli("trt", "--onnx", int8, "--force", "--out", tmp_path / "m.plan")
-    assert "used anyway (--force)" in " ".join(r.stdout.split())
+    # This toy head separates near-identical class tokens with large weights, which INT8 activations resolve
+    # poorly: on 6-8 held-out faces its judgement passes or fails with the draw. Either way the gate decides:
+    # failed -> exit 1 before anything else, --force goes on; passed -> straight on to the verification.
+    if not judgement["passed"]:
+        assert r.exit_code == 1 and "failed its held-out accuracy judgement" in the_error_line(r)
+        assert not list(tmp_path.glob("m.plan*"))
+        r = run_cli("trt", "--onnx", int8, "--force", "--out", tmp_path / "m.plan")
+        assert "used anyway (--force)" in " ".join(r.stdout.split())
+    else:
+        assert "held-out accuracy judgement" not in r.output and "held-out faces (agreement" in " ".join(r.stdout.split())
     report = json.loads((fp16["root"] / "model.int8.onnx.verify.json").read_text())
     assert {c["check"] for c in report["checks"]} == {"decision agreement", "score auc_drop_points"}
     last = r.output.strip().splitlines()[-1]
