@@ -68,6 +68,19 @@ def bench_inputs(detector, frame_size: tuple[int, int], crops_per_request: int) 
     return frame, np.ascontiguousarray(np.repeat(crops, crops_per_request, axis=0))
 
 
+def settled_metrics(server, wait_s: float = 0.2, tries: int = 25) -> dict:
+    """Triton's per-model counters once two reads ``wait_s`` apart agree (at most ``tries`` reads): Triton updates
+    them just after a response is sent, so a read right after the last answer can miss the last requests."""
+    last = server.metrics()
+    for _ in range(tries):
+        time.sleep(wait_s)
+        now = server.metrics()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def measure(engine: Path, concurrency: list[int], requests: int, frame_size: tuple[int, int], crops_per_request: int,
             protocol: str, server_args: list[str], say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every row: in-process first, then through a freshly started aunet-serve."""
@@ -96,9 +109,9 @@ def measure(engine: Path, concurrency: list[int], requests: int, frame_size: tup
                 calls[kind](payload)
                 for c in concurrency:
                     say(f"aunet-serve ({protocol}) {kind}, {c} clients ...")
-                    before = server.metrics()
+                    before = settled_metrics(server)
                     row = run_clients(calls[kind], payload, c, requests)
-                    after = server.metrics()
+                    after = settled_metrics(server)
                     items, runs = (after.get((m, models[kind]), 0.0) - before.get((m, models[kind]), 0.0)
                                    for m in ("nv_inference_count", "nv_inference_exec_count"))
                     rows.append({"kind": kind, "where": f"aunet-serve {protocol}", "clients": c, **row,
